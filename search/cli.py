@@ -1,0 +1,35 @@
+"""What every command shares: user mistakes become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+
+from datasets.errors import DataError
+from search.config import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None

@@ -1,0 +1,152 @@
+"""What an experiment is: data, task (model, loss, metrics), baseline config, search space, budgets.
+
+One experiment = one `Experiment` in `search.experiments`. The tuner, retraining and the report
+only talk to this interface, so adding an experiment never touches them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.config import UserError
+from search.trainer import Split, Task
+
+# ---------------------------------------------------------------- search-space dimensions (data)
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float
+    high: float
+    log: bool = False
+
+    def contains(self, v: Any) -> bool:
+        return isinstance(v, (int, float)) and self.low <= v <= self.high
+
+    def describe(self) -> str:
+        return f"{self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int
+    high: int
+    log: bool = False
+
+    def contains(self, v: Any) -> bool:
+        return isinstance(v, int) and self.low <= v <= self.high
+
+    def describe(self) -> str:
+        return f"{self.low} .. {self.high} (integer" + (", log)" if self.log else ")")
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple
+
+    def contains(self, v: Any) -> bool:
+        return v in self.options
+
+    def describe(self) -> str:
+        return "{" + ", ".join(map(str, self.options)) + "}"
+
+
+Dim = Float | Int | Choice
+
+
+# ---------------------------------------------------------------- value limits (validity, not search)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Valid values of a config key: a numeric interval or a set of choices."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+
+    def check(self, key: str, v: Any) -> None:
+        if self.choices:
+            if v not in self.choices:
+                raise UserError(f"{key}={v!r} is not one of {', '.join(map(str, self.choices))}")
+            return
+        below = v <= self.low if self.low_open else v < self.low
+        above = v >= self.high if self.high_open else v > self.high
+        if below or above:
+            lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            raise UserError(f"{key}={v!r} is outside its valid range {lo}{self.low:g}, {self.high:g}{hi}")
+
+
+PROBABILITY = Limit(0.0, 1.0)
+POSITIVE = Limit(0.0, low_open=True)
+NON_NEGATIVE = Limit(0.0)
+COUNT = Limit(1)
+
+# Keys the shared training loop reads (search.trainer); every experiment has them.
+LOOP_LIMITS = {
+    "lr": POSITIVE, "momentum": Limit(0.0, 1.0, high_open=True), "weight_decay": NON_NEGATIVE,
+    "optimizer": Limit(choices=("adam", "sgd")), "batch_size": COUNT, "epochs": COUNT,
+    "patience": NON_NEGATIVE, "seed": NON_NEGATIVE, "precision": Limit(choices=("auto", "fp32", "bf16", "fp16")),
+}
+
+
+# ---------------------------------------------------------------- data handed to training
+
+
+@dataclass
+class Data:
+    """Tensors of one experiment. `train`/`val` are what a search sees; `full_train`/`test` are for
+    retraining and the final score (the held-out split no search ever sees)."""
+
+    train: Split
+    val: Split
+    full_train: Split
+    test: Split
+    info: dict[str, Any] = field(default_factory=dict)  # source, sizes; printed and saved
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    data_dir: Path | None = None  # None: the experiment's offline default
+    download: bool = False
+    subset: int | None = None  # cap on training samples (smoke runs)
+    split_seed: int = 0  # the inner train/validation split
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Default search budget for one kind of hardware."""
+
+    trials: int
+    max_epochs: int
+    grace_epochs: int  # ASHA's first rung: no trial is stopped before this many epochs
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str
+    task: Task
+    load: Callable[[DataOptions], Data]
+    defaults: Mapping[str, Any]  # the hand-tuned baseline: a complete config
+    space: Mapping[str, Dim]  # searched keys; everything else stays at its default
+    limits: Mapping[str, Limit]  # valid values of the experiment's own keys
+    objective: str = "val_acc"
+    mode: str = "max"
+    budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
+    budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
+    # Keys pinned together with another key's value (e.g. lambda_cnt only matters for multitask).
+    inactive: Callable[[Mapping[str, Any]], set[str]] = lambda pinned: set()
+
+    def check(self, config: Mapping[str, Any]) -> None:
+        """Raise UserError on any key whose value is invalid for this experiment."""
+        limits = {**LOOP_LIMITS, **self.limits}
+        for key, value in config.items():
+            if key in limits:
+                limits[key].check(key, value)

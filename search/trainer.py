@@ -1,0 +1,211 @@
+"""The training loop shared by every experiment: `train_epoch()`, `evaluate()` and `fit()`.
+
+Plain PyTorch, no Ray: `search.trainable` wraps `fit` for Ray Tune, `search.train` calls it
+directly. Data lives on the device as tensors; a batch is an index slice of them, so there is
+no DataLoader and no per-sample Python in the loop. What differs between experiments (model,
+batch preparation and augmentation, loss, metrics) comes from its `Task`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class Task(Protocol):
+    """What one experiment tells the loop. `outputs` is whatever its model returns."""
+
+    def build_model(self, config: dict) -> nn.Module: ...
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, config: dict,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored batch -> model input (float) and targets; augments when a generator is given."""
+
+    def loss(self, outputs: Any, y: torch.Tensor, config: dict) -> torch.Tensor: ...
+
+    def metrics(self, outputs: Any, y: torch.Tensor, config: dict) -> dict[str, float]:
+        """Metrics of a whole evaluation split (outputs concatenated over batches), no prefix."""
+
+
+@dataclass
+class Split:
+    """Stored inputs (any dtype, e.g. uint8 images) and targets, first dimension = samples."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or metric became NaN or infinite: the configuration diverged."""
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None  # the epoch row with the best objective
+    stopped_early: bool = False
+    model: nn.Module | None = None  # weights of the best epoch when keep_best, else the last
+
+
+EVAL_BATCH = 1000  # samples per forward pass in evaluation (no gradients: memory is small)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 only where the hardware does it natively (Ampere+ GPU; CPU with AVX512-BF16 or
+    AMX). Emulated bf16 is slower than fp32: 0.6x on an AVX-512 CPU without the bf16 extension."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    if device.type == "cpu":
+        native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        return "bf16" if native else "fp32"
+    return "fp32"
+
+
+def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
+    """`momentum` is SGD's momentum and Adam's beta1, so one searched key serves both.
+
+    'adam' is AdamW (decoupled weight decay); with weight_decay=0 it is exactly Adam.
+    """
+    # Fused kernels: one pass over the weights instead of several (AdamW step on the shapes model,
+    # 12.9M parameters, 2 CPU threads: 10 ms fused against 54 ms with the default foreach kernels).
+    fused = {"fused": True} if next(model.parameters()).device.type in ("cpu", "cuda") else {}
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                               weight_decay=config["weight_decay"], **fused)
+    if config["optimizer"] == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=config["lr"], betas=(config["momentum"], 0.999),
+                                 weight_decay=config["weight_decay"], **fused)
+    raise ValueError(f"unknown optimizer {config['optimizer']!r}")
+
+
+def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, data: Split,
+                config: dict, generator: torch.Generator, precision: str) -> float:
+    """One pass over `data` in a random order; returns the mean training loss."""
+    model.train()
+    device = data.x.device
+    order = torch.randperm(len(data), generator=generator, device=device)
+    batch_size = config["batch_size"]
+    total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    for start in range(0, len(data), batch_size):
+        index = order[start:start + batch_size]
+        x, y = task.prepare(data.x[index], data.y[index], config, generator)
+        with autocast(precision, device):
+            loss = task.loss(model(x), y, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * index.numel()
+    return total.item() / len(data)
+
+
+@torch.no_grad()
+def predict(task: Task, model: nn.Module, data: Split, config: dict, precision: str) -> Any:
+    """Model outputs over a whole split, concatenated (tuples element-wise)."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(data), EVAL_BATCH):
+        x, _ = task.prepare(data.x[start:start + EVAL_BATCH], data.y[start:start + EVAL_BATCH], config, None)
+        with autocast(precision, data.x.device):
+            chunks.append(model(x))
+    if isinstance(chunks[0], tuple):
+        return tuple(torch.cat([c[k].float() for c in chunks]) for k in range(len(chunks[0])))
+    return torch.cat([c.float() for c in chunks])
+
+
+def evaluate(task: Task, model: nn.Module, data: Split, config: dict, precision: str,
+             prefix: str = "val_") -> dict[str, float]:
+    outputs = predict(task, model, data, config, precision)
+    metrics = {"loss": task.loss(outputs, data.y, config).item(), **task.metrics(outputs, data.y, config)}
+    return {prefix + k: v for k, v in metrics.items()}
+
+
+def _check_finite(row: dict[str, float]) -> None:
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise NonFiniteError(f"{', '.join(bad)} not finite at epoch {row.get('epoch')} "
+                             f"({', '.join(f'{k}={row[k]}' for k in bad)}); the configuration diverged")
+
+
+def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
+        objective: tuple[str, str] = ("val_acc", "max"),
+        on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
+        state: dict | None = None, keep_best: bool = False) -> FitResult:
+    """Train one configuration for config['epochs'] epochs, early-stopping on the objective.
+
+    on_epoch(row, checkpoint) is called after every epoch with the metrics row; calling
+    checkpoint() returns everything needed to resume (pass it back as `state`).
+    """
+    precision = resolve_precision(config["precision"], device)
+    torch.manual_seed(config["seed"])  # model init and dropout
+    model = task.build_model(config).to(device)
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator(device=device).manual_seed(config["seed"] + 1)  # order, augmentation
+    train, val = train.to(device), (val.to(device) if val is not None else None)
+    result = FitResult()
+    metric, mode = objective
+    sign = 1.0 if mode == "max" else -1.0
+    bad_epochs, elapsed, first_epoch = 0, 0.0, 1
+    best_weights = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
+        torch.set_rng_state(state["torch_rng"])
+        result.history = list(state["history"])
+        result.best = state["best"]
+        bad_epochs, elapsed, first_epoch = state["bad_epochs"], state["elapsed"], state["epoch"] + 1
+
+    def checkpoint() -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": result.history, "best": result.best, "bad_epochs": bad_epochs, "elapsed": elapsed}
+
+    for epoch in range(first_epoch, config["epochs"] + 1):
+        t0 = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch}
+        row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision)
+        if val is not None:
+            row.update(evaluate(task, model, val, config, precision))
+        elapsed += time.perf_counter() - t0
+        row["time_s"] = elapsed
+        _check_finite(row)
+        result.history.append(row)
+        if metric in row and (result.best is None or sign * (row[metric] - result.best[metric]) > 0):
+            result.best, bad_epochs = row, 0
+            if keep_best:
+                best_weights = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(row, checkpoint)
+        if config["patience"] > 0 and bad_epochs >= config["patience"] and epoch < config["epochs"]:
+            result.stopped_early = True
+            break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    result.model = model
+    return result
