@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     print(f"config: {format_config(config)}")
     print(f"device {device}, precision {precision}, {torch.get_num_threads()} threads")
 
-    def progress(row: dict, _checkpoint) -> None:
+    def progress(row: dict, _checkpoint, _last: bool) -> None:
         shown = [k for k in ("train_loss", "val_loss", experiment.objective, "val_rmse") if k in row]
         print(f"epoch {row['epoch']:3d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in shown)
               + f"  {row['time_s']:.1f}s", flush=True)

@@ -152,12 +152,13 @@ def _check_finite(row: dict[str, float]) -> None:
 
 def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
         objective: tuple[str, str] = ("val_acc", "max"),
-        on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
+        on_epoch: Callable[[dict[str, float], Callable[[], dict], bool], None] | None = None,
         state: dict | None = None, keep_best: bool = False) -> FitResult:
     """Train one configuration for config['epochs'] epochs, early-stopping on the objective.
 
-    on_epoch(row, checkpoint) is called after every epoch with the metrics row; calling
-    checkpoint() returns everything needed to resume (pass it back as `state`).
+    on_epoch(row, checkpoint, last) is called after every epoch with the metrics row; calling
+    checkpoint() returns everything needed to resume (pass it back as `state`); `last` is True
+    when this epoch ends the run by itself (all epochs done, or patience exhausted).
     """
     precision = resolve_precision(config["precision"], device)
     torch.manual_seed(config["seed"])  # model init and dropout
@@ -200,10 +201,10 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
                 best_weights = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
+        result.stopped_early = config["patience"] > 0 and bad_epochs >= config["patience"] and epoch < config["epochs"]
         if on_epoch is not None:
-            on_epoch(row, checkpoint)
-        if config["patience"] > 0 and bad_epochs >= config["patience"] and epoch < config["epochs"]:
-            result.stopped_early = True
+            on_epoch(row, checkpoint, result.stopped_early or epoch == config["epochs"])
+        if result.stopped_early:
             break
     if best_weights is not None:
         model.load_state_dict(best_weights)

@@ -1,0 +1,130 @@
+"""What a person sees during a search: a line per ended trial, a status line every 30 s, and the
+tables (trials.csv, history.csv, best_config.json) rewritten as each trial ends."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from search import tables
+from search.config import format_config
+from search.io import write_csv, write_json
+from search.searcher import FINISHED
+
+STATUS_EVERY_S = 30.0
+
+
+def _fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+class Progress(Callback):
+    def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
+                 objective: str, mode: str, total_trials: int, print_fn=print):
+        self.run_dir, self.tune_dir, self.base = run_dir, tune_dir, base
+        self.searched, self.objective, self.mode = searched, objective, mode
+        self.total, self.print = total_trials, print_fn
+        self.start = time.monotonic()
+        self.last_status = self.start
+        self.running: set[str] = set()
+        self.ended = 0
+        self.best: float | None = None
+        self.latest: dict[str, dict[str, Any]] = {}  # newest result per trial, maybe not on disk yet
+        self.trial_best: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- Ray's hooks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.latest[trial.trial_id] = {k: v for k, v in result.items() if k != "config"}
+        value = result.get(self.objective)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            old = self.trial_best.get(trial.trial_id)
+            if old is None or (value > old if self.mode == "max" else value < old):
+                self.trial_best[trial.trial_id] = value
+            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                self.best = value
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trial, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, error=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self.last_status >= STATUS_EVERY_S:
+            self.last_status = now
+            self.print(self.status_line(trials))
+
+    def on_experiment_end(self, trials, **info):
+        self.write_tables()
+
+    # ---------------------------------------------------------------- ours
+
+    def _ended(self, trial, error: bool) -> None:
+        """One line from what the driver holds (Ray may not have written the trial's files yet)."""
+        self.running.discard(trial.trial_id)
+        self.ended += 1
+        self.write_tables()
+        last = self.latest.get(trial.trial_id, {})
+        epochs = int(last.get("epoch", 0))
+        if error:
+            status, why = "failed", _error_line(trial)
+        elif last.get(FINISHED):
+            status, why = "completed", "all epochs" if epochs >= self.base["epochs"] else "early stopping (patience)"
+        else:
+            status, why = "stopped", f"ASHA stopped it after epoch {epochs}"
+        best = self.trial_best.get(trial.trial_id)
+        metric = f"{self.objective} {best:.4f}" if best is not None else "no metric"
+        config = {**self.base, **trial.config}
+        self.print(f"[{self.ended}/{self.total}] {status:<9} {trial.trial_id}  {metric}  {epochs} epochs  "
+                   f"{format_config(config, self.searched)}  ({why})")
+
+    def status_line(self, trials) -> str:
+        counts = {s: 0 for s in ("running", "pending", "ended")}
+        for t in trials:
+            counts["running" if t.status == "RUNNING" else "pending" if t.status == "PENDING" else "ended"] += 1
+        elapsed = time.monotonic() - self.start
+        left = ""
+        if self.ended:
+            per_trial = elapsed / self.ended
+            left = f", about {_fmt_minutes(per_trial * max(0, self.total - self.ended))} left"
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        return (f"status: {self.ended}/{self.total} ended, {counts['running']} running; "
+                f"best {self.objective} {best}; {_fmt_minutes(elapsed)} elapsed{left}")
+
+    def write_tables(self):
+        trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode, self.running,
+                                         self.latest)
+        if not trials.empty:
+            write_csv(self.run_dir / "trials.csv", trials)
+            write_csv(self.run_dir / "history.csv", history)
+            best = tables.best_trial(trials, self.objective, self.mode)
+            if best is not None:
+                config = {k: _plain(best[k]) for k in self.base}
+                write_json(self.run_dir / "best_config.json", {
+                    "trial_id": best["trial_id"], self.objective: _plain(best[f"best_{self.objective}"]),
+                    "epoch": _plain(best["best_epoch"]), "config": config})
+        return trials
+
+
+def _error_line(trial) -> str:
+    """The exception line of a failed trial (Ray keeps the traceback in the trial's error file)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:300]
+    except (OSError, TypeError, IndexError):
+        return "error (see the trial's error.txt)"
+
+
+def _plain(v: Any) -> Any:
+    """numpy/pandas scalars -> Python ones (JSON, and configs that round-trip)."""
+    return v.item() if hasattr(v, "item") else v

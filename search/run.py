@@ -1,0 +1,242 @@
+"""Search an experiment's hyperparameters: Ray Tune trials, Optuna TPE proposals, ASHA stopping.
+
+    python -m search.run shapes                        # generated data, budget sized to this machine
+    python -m search.run shapes --data-dir ../shared/data/gsn/data_gsn.zip --trials 40
+    python -m search.run shapes --smoke                # a tiny search, under 2 minutes on 2 cores
+    python -m search.run shapes --address HOST:6379    # join an existing Ray cluster
+    python -m search.run --list
+
+Results go to results/<experiment>/<name>/: run.json, trials.csv, history.csv, best_config.json
+and Ray's experiment folder tune/. `--resume --name NAME` continues an interrupted search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search import cli, experiments
+from search.config import UserError, check_known, format_config, parse_assignments, resolve
+from search.experiment import DataOptions, Experiment
+from search.io import read_json, write_json
+from search.plan import Hardware, estimate_minutes, local_hardware, make_plan, measure_images_per_second
+
+ROOT = Path("results")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
+    p.add_argument("--download", action="store_true", help="fetch the experiment's public data set first")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pin a parameter (removes it from the search space), e.g. --set setting=cls")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler, the data split and every trial")
+    p.add_argument("--trials", type=int, help="number of trials (default: sized to the hardware)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting trials after this long")
+    p.add_argument("--concurrency", type=int, help="trials at once (default: as many as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, fractions allowed (default 0.5)")
+    p.add_argument("--smoke", action="store_true", help="tiny search: 256 images, 4 trials, 2 epochs")
+    p.add_argument("--name", help="run name (default: a timestamp)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run --name NAME")
+    p.add_argument("--results", type=Path, default=ROOT, help="results root (default ./results)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="join this Ray cluster (default $RAY_ADDRESS; none: start a local Ray)")
+    p.add_argument("--storage", help="folder all nodes see, for Ray's trial data (default: the run folder)")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard, on 127.0.0.1 only")
+    return p
+
+
+def list_experiments() -> str:
+    lines = []
+    for name in experiments.names():
+        e = experiments.get(name)
+        lines.append(f"{name:<14} {e.summary}  [objective {e.objective} ({e.mode}); "
+                     f"searches {', '.join(e.space)}]")
+    return "\n".join(lines)
+
+
+def searched_space(exp: Experiment, pinned: dict[str, Any]) -> dict:
+    inactive = exp.inactive({**exp.defaults, **pinned})
+    return {k: d for k, d in exp.space.items() if k not in pinned and k not in inactive}
+
+
+def check_pins_in_space(exp: Experiment, pinned: dict[str, Any]) -> None:
+    for key, value in pinned.items():
+        dim = exp.space.get(key)
+        if dim is not None and not dim.contains(value):
+            raise UserError(f"--set {key}={value}: outside the search space {dim.describe()}; "
+                            "pick a value inside it")
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "optuna": optuna.__version__, "git_commit": commit or "unknown"}
+
+
+def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
+    """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
+    asked for and then on 127.0.0.1 only, worker output not mixed into ours."""
+    import ray
+
+    common = {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False,
+              "configure_logging": True, "logging_level": "WARNING"}
+    try:
+        if args.address:
+            ray.init(address=args.address, **common)
+        else:
+            ray.init(num_cpus=int(hw.cpus), num_gpus=int(hw.gpus), **common)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        if args.address:
+            raise UserError(f"--address {args.address}: cannot join that Ray cluster ({str(e).splitlines()[0]}); "
+                            "check `ray status` there, or leave --address out to run locally") from None
+        raise
+    res = ray.cluster_resources()
+    return Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0), nodes=len([n for n in ray.nodes() if n["Alive"]]))
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        print(list_experiments())
+        return 0
+    if not args.experiment:
+        raise UserError("name an experiment, e.g. `python -m search.run shapes` (see --list)")
+    exp = experiments.get(args.experiment)
+
+    # ------------------------------------------------------------ config and space (all checks before any output)
+    pinned_text = parse_assignments(args.set)
+    check_known(pinned_text, exp.defaults)
+    for key in ("epochs", "seed"):
+        if key in pinned_text:
+            raise UserError(f"--set {key}: use --max-epochs / --seed for the search")
+    base = resolve(exp.defaults, pinned_text)
+    exp.check(base)
+    pinned = {k: base[k] for k in pinned_text}
+    check_pins_in_space(exp, pinned)
+    space = searched_space(exp, pinned)
+    if not space:
+        raise UserError("every searched parameter is pinned by --set: nothing left to search")
+
+    results = args.results.expanduser().resolve()
+    name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = results / exp.name / name
+    if args.resume:
+        if not args.name:
+            raise UserError("--resume needs --name NAME of the run to continue")
+        if not (run_dir / "tune").is_dir():
+            raise UserError(f"{run_dir}: no interrupted search to resume there")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"{run_dir} already exists; pick another --name, or add --resume to continue it")
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{results}: cannot write results there ({e.strerror}); pass --results DIR") from None
+
+    hw = local_hardware() if not args.address else None
+    plan = make_plan(exp, hw or Hardware(cpus=1, gpus=0), trials=args.trials, max_epochs=args.max_epochs,
+                     time_budget_min=args.time_budget, concurrency=args.concurrency,
+                     cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                     smoke=args.smoke) if hw else None
+
+    data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed))
+
+    # ------------------------------------------------------------ Ray from here on
+    import ray
+
+    from search.tuner import run_search
+
+    hw_ray = start_ray(args, hw or Hardware(cpus=1, gpus=0))
+    try:
+        if plan is None:  # joined a cluster: size from what it has
+            plan = make_plan(exp, hw_ray, trials=args.trials, max_epochs=args.max_epochs,
+                             time_budget_min=args.time_budget, concurrency=args.concurrency,
+                             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                             smoke=args.smoke)
+        if plan.subset is not None:
+            from search.trainer import Split
+
+            data.train = Split(data.train.x[:plan.subset], data.train.y[:plan.subset])
+            if args.smoke:
+                data.val = Split(data.val.x[:plan.subset], data.val.y[:plan.subset])
+            data.info.update(train=len(data.train), val=len(data.val))
+        base = {**base, "epochs": plan.max_epochs, "seed": args.seed}
+        import torch
+
+        ips = measure_images_per_second(exp, base, data.train.x[:base["batch_size"]], data.train.y[:base["batch_size"]],
+                                        plan.cpus_per_trial, torch.device("cuda" if plan.gpus_per_trial else "cpu"))
+        plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val), ips)
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if args.resume:
+            previous = read_json(run_dir / "run.json")
+            base, space_keys = previous["base_config"], previous["searched"]
+            space = {k: exp.space[k] for k in space_keys}
+        run_info = {
+            "experiment": exp.name, "name": name, "command": "python -m search.run " + shlex.join(argv),
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "plan": plan.as_dict(), "hardware": {"cpus": hw_ray.cpus, "gpus": hw_ray.gpus, "nodes": hw_ray.nodes,
+                                                 "machine": platform.machine(), "system": platform.system()},
+            "data": data.info, "base_config": base, "pinned": pinned, "searched": list(space),
+            "space": {k: d.describe() for k, d in space.items()}, "objective": exp.objective, "mode": exp.mode,
+            "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        if not args.resume:
+            write_json(run_dir / "run.json", run_info)
+
+        print(f"{exp.name}: {exp.summary}")
+        print(f"data: {data.info}")
+        print(f"hardware: {hw_ray.describe()}; {plan.concurrency} trials at once, "
+              f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "")
+              + " each")
+        est = (f", about {max(1, round(plan.estimate_min))} minutes" if plan.estimate_min else "")
+        print(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, ASHA from epoch {plan.grace_epochs} "
+              f"(keeps 1/{plan.reduction_factor}){est}"
+              + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
+        print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
+        print(f"results: {run_dir}")
+
+        run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
+                   storage=args.storage)
+    finally:
+        ray.shutdown()
+
+    import pandas as pd
+
+    from search.tables import best_trial
+
+    trials = pd.read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else pd.DataFrame()
+    counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
+    best = best_trial(trials, exp.objective, exp.mode) if not trials.empty else None
+    print(f"done: {len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    if best is not None:
+        print(f"best: {exp.objective} {best[f'best_{exp.objective}']:.4f} ({best['trial_id']}, epoch "
+              f"{int(best['best_epoch'])}): {format_config(best, list(space))}")
+    print(f"results in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, sys.argv[1:]))

@@ -1,0 +1,117 @@
+"""trials.csv and history.csv, rebuilt from Ray Tune's own trial folders (the record of truth).
+
+Ray writes, per trial, `params.json` (the sampled config) and `result.json` (one JSON object per
+reported epoch). Reading those, rather than keeping state in the driver, makes the tables right
+after a crash and a `--resume` too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.searcher import FINISHED
+
+# Keys Ray adds to every result: bookkeeping, not metrics of ours.
+RAY_KEYS = {
+    "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "config",
+    "should_checkpoint", "experiment_tag", FINISHED,
+}
+STATUSES = ("completed", "stopped", "failed", "running")
+
+
+def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a crash mid-write: the rows before it stand
+            break
+    return rows
+
+
+def _error_reason(trial_dir: Path) -> str | None:
+    path = trial_dir / "error.txt"
+    if not path.is_file():
+        return None
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    # The last line of a Python traceback names the exception and its message.
+    return lines[-1][:300] if lines else "error"
+
+
+def trial_dirs(tune_dir: Path) -> list[Path]:
+    return sorted((p.parent for p in tune_dir.glob("*/params.json")), key=lambda p: _trial_id(p) or p.name)
+
+
+def _trial_id(trial_dir: Path) -> str | None:
+    rows = _read_results(trial_dir)
+    if rows:
+        return rows[0].get("trial_id")
+    # Ray names trial folders "<trainable>_<trial_id>_<index>_<params>"; the index orders them.
+    parts = trial_dir.name.split("_")
+    return "_".join(parts[1:3]) if len(parts) > 2 else None
+
+
+def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
+            running: set[str] = frozenset(),
+            latest: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) frames of one search. `running` names trials still in progress; `latest`
+    holds the driver's newest result per trial, which Ray may not have written to disk yet."""
+    trials, history = [], []
+    for trial_dir in trial_dirs(tune_dir):
+        params = json.loads((trial_dir / "params.json").read_text())
+        rows = _read_results(trial_dir)
+        trial_id = _trial_id(trial_dir)
+        newest = (latest or {}).get(trial_id)
+        if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):
+            rows.append(dict(newest))
+        reason = _error_reason(trial_dir)
+        last = rows[-1] if rows else {}
+        if reason is not None:
+            status = "failed"
+        elif last.get(FINISHED):
+            status = "completed"
+            reason = "early stopping (patience)" if last.get("epoch", 0) < base.get("epochs", 0) else "all epochs"
+        elif trial_id in running:
+            status = "running"
+        else:
+            status = "stopped"
+            reason = f"ASHA stopped it after epoch {last.get('epoch', 0)}" if rows else "never started"
+        metrics = [{k: v for k, v in r.items() if k not in RAY_KEYS} for r in rows]
+        for m in metrics:
+            history.append({"trial_id": trial_id, **m})
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status, "reason": reason, "epochs_run": len(rows),
+                               **{**base, **params}}
+        if metrics:
+            frame = pd.DataFrame(metrics)
+            values = frame[objective].where(frame[objective].map(lambda v: isinstance(v, float) and math.isfinite(v)))
+            best_at = values.idxmax() if mode == "max" else values.idxmin()
+            best_at = 0 if pd.isna(best_at) else best_at
+            row["best_epoch"] = int(frame["epoch"][best_at])
+            for k in frame.columns:
+                if k == "epoch":
+                    continue
+                row[f"best_{k}"] = frame[k][best_at]  # every metric at the epoch best on the objective
+                row[f"last_{k}"] = frame[k].iloc[-1]
+        trials.append(row)
+    return pd.DataFrame(trials), pd.DataFrame(history)
+
+
+def best_trial(trials: pd.DataFrame, objective: str, mode: str) -> pd.Series | None:
+    """The trial whose best epoch is best on the objective (failed trials excluded)."""
+    column = f"best_{objective}"
+    if trials.empty or column not in trials:
+        return None
+    usable = trials[(trials["status"] != "failed") & trials[column].notna()]
+    if usable.empty:
+        return None
+    return usable.loc[usable[column].idxmax() if mode == "max" else usable[column].idxmin()]

@@ -1,0 +1,53 @@
+"""The Ray Tune trainable: one trial = `search.trainer.fit` on the sampled config.
+
+One `tune.report` per epoch with the metrics and a checkpoint (model, optimiser, epoch, RNG
+states), so a trial resumes from `tune.get_checkpoint()` after a crash or a restored run. The
+data arrives through the object store (`tune.with_parameters`), never a closure; the trial
+uses as many torch threads as CPUs it was given, and the GPU Ray assigned it, if any.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from search import experiments
+from search.experiment import Data
+from search.searcher import FINISHED
+from search.trainer import fit
+
+STATE_FILE = "state.pt"
+
+
+def trial_device() -> torch.device:
+    gpus = ray.get_gpu_ids()
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU(s), so the first visible device is ours.
+    return torch.device("cuda:0" if gpus and torch.cuda.is_available() else "cpu")
+
+
+def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict:
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+
+
+def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], data: Data) -> None:
+    exp = experiments.get(experiment)
+    config = {**base, **params}
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    device = trial_device()
+    checkpoint = tune.get_checkpoint()
+    state = load_state(checkpoint, device) if checkpoint else None
+
+    def report(row: dict[str, float], make_state, last: bool) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(make_state(), Path(d) / STATE_FILE)
+            tune.report({**row, FINISHED: last}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(exp.task, config, data.train, data.val, device=device, objective=(exp.objective, exp.mode),
+        on_epoch=report, state=state)

@@ -1,0 +1,85 @@
+"""Build and run the Ray Tune search: Optuna TPE proposals, ASHA on the epoch axis, our callback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from search.experiment import Data, Dim, Experiment, Float, Int
+from search.plan import Plan
+from search.progress import Progress
+from search.searcher import make_searcher, to_tune
+from search.trainable import run_trial
+
+
+def tune_location(run_dir: Path, storage: str | None) -> tuple[str, str]:
+    """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it."""
+    if storage is None:
+        return str(run_dir), "tune"
+    return str(Path(storage).expanduser().resolve()), f"{run_dir.parent.name}-{run_dir.name}"
+
+
+def quiet() -> None:
+    """Our callback prints the progress; silence Ray's tables and Optuna's per-trial log lines."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
+    # Checkpointing every epoch is intended; Ray would warn that experiment snapshots are frequent.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
+    """The baseline as a point of the space: a value outside a numeric range (weight_decay 0 on a
+    log scale) moves to the nearest bound, which trains the same for all practical purposes."""
+    point = {}
+    for key, dim in space.items():
+        value = base[key]
+        if isinstance(dim, (Float, Int)) and not dim.contains(value):
+            value = type(value)(min(max(value, dim.low), dim.high))
+        point[key] = value
+    return point
+
+
+def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
+               run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
+               print_fn=print) -> tune.ResultGrid:
+    storage_path, name = tune_location(run_dir, storage)
+    tune_dir = Path(storage_path) / name
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, experiment=exp.name, base=base, data=data),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
+    progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn)
+    # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback(), progress]
+    quiet()
+
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        # The restored run config holds the callback pickled at the start: give it a fresh clock.
+        tuner._local_tuner._run_config.callbacks = callbacks
+        return tuner.fit()
+
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs,
+                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
+    searcher = make_searcher(seed, warm_start=[warm_start(base, space)])
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_tune(space),
+        tune_config=tune.TuneConfig(
+            metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=plan.trials, max_concurrent_trials=plan.concurrency, reuse_actors=True,
+            time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, callbacks=callbacks, verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    return tuner.fit()
