@@ -159,7 +159,10 @@ class _Source:
 
 
 def _parse_labels(text: str, where: str) -> tuple[list[str], torch.Tensor]:
-    rows = list(csv.reader(io.StringIO(text)))
+    try:  # newline="": csv itself handles \r, \n and \r\n line ends (and newlines inside quotes)
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:  # e.g. a field over csv's size limit
+        raise DataError(f"{where}: not a readable CSV file ({e})") from None
     if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
         raise DataError(f"{where}: header must be '{','.join(HEADER)}'")
     names, counts, seen = [], [], set()
@@ -169,7 +172,7 @@ def _parse_labels(text: str, where: str) -> tuple[list[str], torch.Tensor]:
         if len(row) != 7:
             raise DataError(f"{where} line {line}: expected 7 columns (name + 6 counts), got {len(row)}")
         name = row[0].strip()
-        if not name or "/" in name or "\\" in name or name.startswith("."):
+        if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
             raise DataError(f"{where} line {line}: bad image name {name!r}; use a plain file name like img_00000.png")
         if name in seen:
             raise DataError(f"{where} line {line}: image {name} listed twice")

@@ -23,11 +23,11 @@ from search import cli, experiments
 from search.config import UserError, format_config, parse_assignments, resolve
 from search.experiment import DataOptions
 from search.io import write_csv, write_json
-from search.trainer import evaluate, fit, resolve_precision
+from search.trainer import NonFiniteError, evaluate, fit, resolve_precision
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog="python -m search.train", description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", help="experiment name (python -m search.run --list)")
     p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
     p.add_argument("--download", action="store_true", help="fetch the experiment's public data set first")
@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--subset {args.subset}: give a positive number of images")
     device = cli.pick_device(args.device)
     out = (args.out or Path("results/train") / experiment.name / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; choose another --out or remove it")
 
     data = experiment.load(DataOptions(args.data_dir, args.download, args.subset, split_seed=0))
     precision = resolve_precision(config["precision"], device)
@@ -67,8 +67,11 @@ def main(argv: list[str]) -> int:
         print(f"epoch {row['epoch']:3d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in shown)
               + f"  {row['time_s']:.1f}s", flush=True)
 
-    result = fit(experiment.task, config, data.train, data.val, device=device,
-                 objective=(experiment.objective, experiment.mode), on_epoch=progress, keep_best=True)
+    try:
+        result = fit(experiment.task, config, data.train, data.val, device=device,
+                     objective=(experiment.objective, experiment.mode), on_epoch=progress, keep_best=True)
+    except NonFiniteError as e:  # a diverging config given on the command line: one line, exit 2
+        raise UserError(f"{e}; try a smaller lr") from None
     held_out = evaluate(experiment.task, result.model, data.test.to(device), config, precision, prefix="test_")
     print("held-out (best epoch's weights): " + "  ".join(
         f"{k} {held_out[k]:.4f}" for k in ("test_acc", "test_pair_acc", "test_rmse") if k in held_out))

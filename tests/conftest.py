@@ -1,0 +1,70 @@
+"""Shared fixtures: the real GSN zip (never skipped in CI), per-test caches, small generated data sets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from datasets import shapes
+from datasets.shapes_generator import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ZIP = REPO.parent / "shared" / "data" / "gsn" / "data_gsn.zip"
+
+
+@pytest.fixture(autouse=True)
+def _per_test_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty cache: nothing depends on (or writes to) ~/.cache."""
+    monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def real_zip() -> Path:
+    """Path of the course's data_gsn.zip ($GSN_DATA_ZIP overrides). CI always has it: there a missing
+    file is a failure, not a skip; elsewhere the tests that need it are skipped."""
+    path = Path(os.environ.get("GSN_DATA_ZIP") or DEFAULT_ZIP)
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real GSN data missing at {path} (CI is set, so this must not be skipped); "
+                        "set GSN_DATA_ZIP or put data_gsn.zip there")
+        pytest.skip(f"real GSN data not found at {path} (set GSN_DATA_ZIP)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory) -> Path:
+    """The session's own decoded-tensor cache for the real zip."""
+    return tmp_path_factory.mktemp("real-cache")
+
+
+@pytest.fixture(scope="session")
+def real_data(real_zip, real_cache) -> shapes.ShapesData:
+    """The real data set, decoded once per session (about 2.5 s)."""
+    return shapes.load(real_zip, cache_dir=real_cache)
+
+
+@pytest.fixture(scope="session")
+def _small_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("small") / "gsn"
+    write_dataset(base, 12, seed=3)
+    return base
+
+
+@pytest.fixture
+def small_folder(_small_base, tmp_path) -> Path:
+    """A fresh, writable copy of a valid 12-image data set in the course layout (generated)."""
+    dest = tmp_path / "gsn"
+    shutil.copytree(_small_base, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def generated_cache(tmp_path_factory) -> Path:
+    """A cache dir holding the default generated data set (10,000 images, seed 0), built once (~5 s):
+    point VISION_HPSEARCH_CACHE at it to run commands on the offline default data."""
+    cache = tmp_path_factory.mktemp("generated-cache")
+    shapes.generated(cache_dir=cache)
+    return cache

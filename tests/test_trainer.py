@@ -1,0 +1,277 @@
+"""search.trainer.fit with the shapes task (small generated subsets) and with a scripted stub task;
+the shapes task's metrics helpers."""
+
+from __future__ import annotations
+
+import io
+import math
+from itertools import combinations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.shapes import KINDS, decode, encode
+from datasets.shapes_generator import generate
+from search.experiments.shapes import DEFAULTS, ShapesTask, counts_to_class, macro_f1
+from search.trainer import NonFiniteError, Split, fit, predict
+
+CPU = torch.device("cpu")
+TASK = ShapesTask()
+# fp32: the strictest setting for the equality checks below ("auto" would pick bf16 on some CPUs).
+BASE = {**DEFAULTS, "precision": "fp32", "batch_size": 64, "patience": 0}
+METRICS = ({"epoch", "time_s", "train_loss", "val_loss", "val_acc", "val_f1", "val_pair_acc", "val_rmse", "val_mae"}
+           | {f"val_{m}_{k}" for m in ("rmse", "mae") for k in ("squares", "circles", "up", "right", "down", "left")})
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Split, Split]:
+    images, counts = generate(320, seed=11)
+    return Split(images[:256, None], counts[:256]), Split(images[256:, None], counts[256:])
+
+
+def small(data, n_train: int, n_val: int = 64) -> tuple[Split, Split]:
+    train, val = data
+    return Split(train.x[:n_train], train.y[:n_train]), Split(val.x[:n_val], val.y[:n_val])
+
+
+def rows_without_time(history):
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+
+
+# ---------------------------------------------------------------- the shapes task in the loop
+
+
+def test_training_loss_decreases_and_row_names(data):
+    result = fit(TASK, {**BASE, "epochs": 3}, *data, device=CPU)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[2] < losses[1] < losses[0], losses
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    for row in result.history:
+        assert set(row) == METRICS
+        assert 0 <= row["val_acc"] <= row["val_pair_acc"] <= 1 and 0 <= row["val_f1"] <= 1
+        assert row["val_rmse"] >= row["val_mae"] >= 0  # RMSE >= MAE always
+        for k in KINDS:
+            assert row[f"val_rmse_{k}"] >= row[f"val_mae_{k}"] >= 0
+    times = [row["time_s"] for row in result.history]
+    assert times == sorted(times)  # cumulative training time
+    assert result.best is not None and result.best["val_acc"] == max(r["val_acc"] for r in result.history)
+    assert not result.stopped_early and isinstance(result.model, nn.Module)
+
+
+def initial_model(config):
+    torch.manual_seed(config["seed"])  # fit seeds model init the same way
+    return TASK.build_model(config)
+
+
+def same_params(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("setting", ["multitask", "cls", "cnt"])
+def test_settings(data, setting):
+    train, val = small(data, 64)
+    config = {**BASE, "epochs": 1, "setting": setting, "lambda_cnt": 2.0}
+    result = fit(TASK, config, train, val, device=CPU)
+    init = initial_model(config)
+    # A head that the setting's loss does not use is never updated (no gradient reaches it).
+    assert same_params(result.model.head_cls, init.head_cls) == (setting == "cnt")
+    assert same_params(result.model.head_cnt, init.head_cnt) == (setting == "cls")
+    assert not same_params(result.model.backbone, init.backbone)
+
+    row = result.history[-1]
+    log_probs, counts = predict(TASK, result.model, val, config, "fp32")
+    true = encode(val.y)
+    if setting == "cnt":  # the class is read off the predicted counts
+        pred, pred_counts = counts_to_class(counts), counts
+    elif setting == "cls":  # the counts are read off the predicted class
+        pred, pred_counts = log_probs.argmax(1), decode(log_probs.argmax(1)).float()
+        raw_rmse = (counts - val.y.float()).pow(2).mean().sqrt().item()
+        assert not math.isclose(row["val_rmse"], raw_rmse, rel_tol=1e-3)  # the untrained count head is not used
+    else:
+        pred, pred_counts = log_probs.argmax(1), counts
+    assert row["val_acc"] == pytest.approx((pred == true).float().mean().item())
+    assert row["val_rmse"] == pytest.approx((pred_counts - val.y.float()).pow(2).mean().sqrt().item(), rel=1e-5)
+    assert row["val_mae"] == pytest.approx((pred_counts - val.y.float()).abs().mean().item(), rel=1e-5)
+    nll, cnt = F.nll_loss(log_probs, true).item(), F.smooth_l1_loss(counts, val.y.float()).item()
+    expected_loss = {"cls": nll, "cnt": cnt, "multitask": nll + 2.0 * cnt}[setting]
+    assert row["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_huge_lr_raises_non_finite(data):
+    train, val = small(data, 64)
+    with pytest.raises(NonFiniteError, match="epoch 1"):
+        fit(TASK, {**BASE, "epochs": 3, "lr": 1e12, "batch_size": 16}, train, val, device=CPU)
+
+
+def test_same_seed_same_history_other_seed_differs(data):
+    train, val = small(data, 96)
+    config = {**BASE, "epochs": 1, "batch_size": 32}
+    a = fit(TASK, config, train, val, device=CPU)
+    b = fit(TASK, config, train, val, device=CPU)
+    c = fit(TASK, {**config, "seed": config["seed"] + 1}, train, val, device=CPU)
+    assert rows_without_time(a.history) == rows_without_time(b.history)
+    assert same_params(a.model, b.model)
+    assert rows_without_time(a.history) != rows_without_time(c.history)
+
+
+def test_resume_equals_uninterrupted_run(data):
+    """Resuming from the epoch-1 checkpoint replays epoch 2 exactly (model, optimiser, both RNG streams).
+    CPU kernels are deterministic for a fixed thread count, so exact equality is expected."""
+    train, val = small(data, 96)
+    config = {**BASE, "epochs": 2, "batch_size": 32}  # default augmentation on: the generator state matters
+    saved = {}
+
+    def on_epoch(row, checkpoint, *_):
+        if row["epoch"] == 1:
+            saved["live"] = checkpoint()  # kept in memory, as is
+            buf = io.BytesIO()
+            torch.save(checkpoint(), buf)  # as search.trainable does
+            saved["file"] = buf.getvalue()
+
+    full = fit(TASK, config, train, val, device=CPU, on_epoch=on_epoch)
+    from_file = torch.load(io.BytesIO(saved["file"]), weights_only=True)
+    for state in (from_file, saved["live"]):
+        assert state["epoch"] == 1 and len(state["history"]) == 1  # a snapshot of epoch 1
+        resumed = fit(TASK, config, train, val, device=CPU, state=state)
+        assert rows_without_time(resumed.history) == rows_without_time(full.history)
+        assert same_params(resumed.model, full.model)
+
+
+# ---------------------------------------------------------------- the loop's mechanics (stub task)
+
+
+class ScriptedTask:
+    """A linear model on 4 features whose validation accuracy follows a script, one value per epoch."""
+
+    def __init__(self, accs):
+        self.accs, self.calls = list(accs), 0
+
+    def build_model(self, config):
+        return nn.Linear(4, 1)
+
+    def prepare(self, x, y, config, generator):
+        return x, y
+
+    def loss(self, outputs, y, config):
+        return F.mse_loss(outputs.squeeze(1), y)
+
+    def metrics(self, outputs, y, config):
+        self.calls += 1
+        return {"acc": self.accs[self.calls - 1]}
+
+
+STUB_CONFIG = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 8,
+               "precision": "fp32", "seed": 0, "epochs": 8, "patience": 2}
+
+
+@pytest.fixture
+def stub_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    return Split(x, x.sum(1)), Split(x[:8], x[:8].sum(1))
+
+
+def test_early_stopping_and_keep_best(stub_data):
+    task = ScriptedTask([0.5, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9, 0.9])
+    calls, snapshots = [], {}
+
+    def on_epoch(row, checkpoint, last):
+        calls.append((row["epoch"], last))
+        snapshots[row["epoch"]] = checkpoint()["model"]
+
+    result = fit(task, STUB_CONFIG, *stub_data, device=CPU, on_epoch=on_epoch, keep_best=True)
+    assert result.stopped_early
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]  # two epochs without improvement
+    assert calls == [(1, False), (2, False), (3, False), (4, True)]
+    assert result.best["epoch"] == 2 and result.best["val_acc"] == 0.6
+    # keep_best: the returned model has epoch 2's weights, not epoch 4's.
+    assert all(torch.equal(result.model.state_dict()[k], v) for k, v in snapshots[2].items())
+    assert not all(torch.equal(snapshots[4][k], v) for k, v in snapshots[2].items())
+
+
+def test_patience_zero_never_stops(stub_data):
+    task = ScriptedTask([0.9, 0.1, 0.1, 0.1])
+    result = fit(task, {**STUB_CONFIG, "epochs": 4, "patience": 0}, *stub_data, device=CPU)
+    assert len(result.history) == 4 and not result.stopped_early and result.best["epoch"] == 1
+
+
+def test_patience_exhausted_on_last_epoch_is_not_early(stub_data):
+    task = ScriptedTask([0.5, 0.4, 0.3])
+    result = fit(task, {**STUB_CONFIG, "epochs": 3, "patience": 2}, *stub_data, device=CPU)
+    assert len(result.history) == 3 and not result.stopped_early
+
+
+def test_objective_mode_min(stub_data):
+    task = ScriptedTask([0.5, 0.2, 0.3, 0.1])
+    result = fit(task, {**STUB_CONFIG, "epochs": 4, "patience": 0}, *stub_data, device=CPU,
+                 objective=("val_acc", "min"))
+    assert result.best["epoch"] == 4
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_metric_raises_naming_it(stub_data, bad):
+    task = ScriptedTask([0.5, bad, 0.7])
+    with pytest.raises(NonFiniteError) as info:
+        fit(task, {**STUB_CONFIG, "epochs": 3}, *stub_data, device=CPU)
+    assert "val_acc" in str(info.value) and "epoch 2" in str(info.value)
+    assert "train_loss" not in str(info.value)  # only the bad value is named
+
+
+def test_no_validation_split(stub_data):
+    result = fit(ScriptedTask([]), {**STUB_CONFIG, "epochs": 2}, stub_data[0], None, device=CPU)
+    assert [set(r) for r in result.history] == [{"epoch", "train_loss", "time_s"}] * 2
+    assert result.best is None and not result.stopped_early
+
+
+# ---------------------------------------------------------------- metric helpers
+
+MY_PAIRS = list(combinations(range(6), 2))
+
+
+def test_counts_to_class():
+    pred = torch.tensor([
+        [0.2, 7.6, 0.1, 2.4, 0.0, 0.0],  # circles 8 + right 2
+        [0.0, 0.0, 0.0, 0.0, 0.4, 11.0],  # down 0.4 -> clamped to 1, left 9
+        [9.7, 0.3, 0.0, 0.0, 0.0, 0.0],  # squares 9.7 -> clamped to 9, circles 1
+        [-1.0, 0.0, 4.2, 0.0, 0.0, 5.1],  # up 4 + left 6 (the other counts ignored)
+        [0.0, 0.0, 0.0, 6.0, 3.9, 0.0],  # right and down: the lower KIND (right) decides: 6, down 4
+    ])
+    expected = [MY_PAIRS.index((1, 3)) * 9 + 7, MY_PAIRS.index((4, 5)) * 9 + 0, MY_PAIRS.index((0, 1)) * 9 + 8,
+                MY_PAIRS.index((2, 5)) * 9 + 3, MY_PAIRS.index((3, 4)) * 9 + 5]
+    assert counts_to_class(pred).tolist() == expected
+
+
+def test_counts_to_class_exact_counts_round_trip():
+    classes = torch.arange(135)
+    assert torch.equal(counts_to_class(decode(classes).float()), classes)
+
+
+def test_macro_f1_hand_computed():
+    true = torch.tensor([0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 1, 1, 1, 3])
+    # class 0: P 1, R 1/2 -> 2/3; class 1: P 2/3, R 1 -> 0.8; class 2 (only in truth) 0; class 3 (only
+    # predicted) 0; classes 4..134 occur in neither and do not count.
+    assert macro_f1(pred, true, 135) == pytest.approx((2 / 3 + 0.8) / 4)
+
+
+def reference_macro_f1(pred: list[int], true: list[int]) -> float:
+    """scikit-learn's f1_score(average='macro'): labels = classes in truth or predictions,
+    F1 = 2PR/(P+R) with 0 where undefined."""
+    scores = []
+    for c in sorted(set(true) | set(pred)):
+        tp = sum(p == t == c for p, t in zip(pred, true, strict=True))
+        n_pred, n_true = pred.count(c), true.count(c)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_true if n_true else 0.0
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return sum(scores) / len(scores)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randint(0, 20, (200,), generator=g)
+    pred = torch.where(torch.rand(200, generator=g) < 0.5, true, torch.randint(0, 25, (200,), generator=g))
+    assert macro_f1(pred, true, 135) == pytest.approx(reference_macro_f1(pred.tolist(), true.tolist()))
