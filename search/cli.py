@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -11,6 +12,13 @@ from datasets.errors import DataError
 from search.config import UserError
 
 EXIT_USER_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (it prints the usage block, then the error, by default)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see `{self.prog} --help`\n")
 
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:

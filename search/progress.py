@@ -120,7 +120,7 @@ def _error_line(trial) -> str:
     path = getattr(trial, "error_file", None)
     try:
         lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        return lines[-1][:300]
+        return f"{lines[-1][:300]}; traceback in {path}"
     except (OSError, TypeError, IndexError):
         return "error (see the trial's error.txt)"
 

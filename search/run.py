@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -26,13 +27,13 @@ from search import cli, experiments
 from search.config import UserError, check_known, format_config, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import read_json, write_json
-from search.plan import Hardware, estimate_minutes, local_hardware, make_plan, measure_images_per_second
+from search.plan import Hardware, Plan, estimate_minutes, local_hardware, make_plan, measure_images_per_second
 
 ROOT = Path("results")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", nargs="?", help="experiment name (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
@@ -93,6 +94,20 @@ def versions() -> dict[str, str]:
             "optuna": optuna.__version__, "git_commit": commit or "unknown"}
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast on a HOST:PORT nobody answers at: Ray itself retries for minutes before giving up."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--address {address}: write it as HOST:PORT, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: cannot join that Ray cluster (nothing answers: {e.strerror or e}); "
+                        "check `ray status` on the head node, or leave --address out to run locally") from None
+
+
 def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
     """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
     asked for and then on 127.0.0.1 only, worker output not mixed into ours."""
@@ -122,6 +137,17 @@ def main(argv: list[str]) -> int:
     if not args.experiment:
         raise UserError("name an experiment, e.g. `python -m search.run shapes` (see --list)")
     exp = experiments.get(args.experiment)
+    previous = None
+    if args.resume:  # continue with the interrupted run's own command line; only where Ray runs may change
+        if not args.name:
+            raise UserError("--resume needs --name NAME of the run to continue")
+        run_json = args.results.expanduser().resolve() / exp.name / args.name / "run.json"
+        if not run_json.is_file() or not (run_json.parent / "tune").is_dir():
+            raise UserError(f"{run_json.parent}: no interrupted search to resume there")
+        previous = read_json(run_json)
+        now = args
+        args = parser().parse_args(previous["argv"])
+        args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
 
     # ------------------------------------------------------------ config and space (all checks before any output)
     pinned_text = parse_assignments(args.set)
@@ -140,12 +166,7 @@ def main(argv: list[str]) -> int:
     results = args.results.expanduser().resolve()
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = results / exp.name / name
-    if args.resume:
-        if not args.name:
-            raise UserError("--resume needs --name NAME of the run to continue")
-        if not (run_dir / "tune").is_dir():
-            raise UserError(f"{run_dir}: no interrupted search to resume there")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    if not args.resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir} already exists; pick another --name, or add --resume to continue it")
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -155,6 +176,8 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise UserError(f"{results}: cannot write results there ({e.strerror}); pass --results DIR") from None
 
+    if args.address:
+        check_reachable(args.address)
     hw = local_hardware() if not args.address else None
     plan = make_plan(exp, hw or Hardware(cpus=1, gpus=0), trials=args.trials, max_epochs=args.max_epochs,
                      time_budget_min=args.time_budget, concurrency=args.concurrency,
@@ -170,7 +193,9 @@ def main(argv: list[str]) -> int:
 
     hw_ray = start_ray(args, hw or Hardware(cpus=1, gpus=0))
     try:
-        if plan is None:  # joined a cluster: size from what it has
+        if previous is not None:
+            plan = Plan(**previous["plan"])
+        elif plan is None:  # joined a cluster: size from what it has
             plan = make_plan(exp, hw_ray, trials=args.trials, max_epochs=args.max_epochs,
                              time_budget_min=args.time_budget, concurrency=args.concurrency,
                              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -183,6 +208,9 @@ def main(argv: list[str]) -> int:
                 data.val = Split(data.val.x[:plan.subset], data.val.y[:plan.subset])
             data.info.update(train=len(data.train), val=len(data.val))
         base = {**base, "epochs": plan.max_epochs, "seed": args.seed}
+        if previous is not None and previous["base_config"] != base:
+            raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
+                            "resume it with the version that started it")
         import torch
 
         ips = measure_images_per_second(exp, base, data.train.x[:base["batch_size"]], data.train.y[:base["batch_size"]],
@@ -190,12 +218,9 @@ def main(argv: list[str]) -> int:
         plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val), ips)
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        if args.resume:
-            previous = read_json(run_dir / "run.json")
-            base, space_keys = previous["base_config"], previous["searched"]
-            space = {k: exp.space[k] for k in space_keys}
         run_info = {
-            "experiment": exp.name, "name": name, "command": "python -m search.run " + shlex.join(argv),
+            "experiment": exp.name, "name": name, "argv": argv if "--name" in argv else [*argv, "--name", name],
+            "command": "python -m search.run " + shlex.join(argv),
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "plan": plan.as_dict(), "hardware": {"cpus": hw_ray.cpus, "gpus": hw_ray.gpus, "nodes": hw_ray.nodes,
                                                  "machine": platform.machine(), "system": platform.system()},
@@ -203,23 +228,24 @@ def main(argv: list[str]) -> int:
             "space": {k: d.describe() for k, d in space.items()}, "objective": exp.objective, "mode": exp.mode,
             "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        if not args.resume:
+        if previous is None:
             write_json(run_dir / "run.json", run_info)
 
         print(f"{exp.name}: {exp.summary}")
         print(f"data: {data.info}")
-        print(f"hardware: {hw_ray.describe()}; {plan.concurrency} trials at once, "
+        print(f"hardware: {hw_ray.describe()}; {plan.concurrency} trial{'s' if plan.concurrency > 1 else ''} at once, "
               f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "")
               + " each")
-        est = (f", about {max(1, round(plan.estimate_min))} minutes" if plan.estimate_min else "")
+        est = "" if not plan.estimate_min else (
+            ", under a minute" if plan.estimate_min < 1 else f", about {round(plan.estimate_min)} minutes")
         print(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, ASHA from epoch {plan.grace_epochs} "
               f"(keeps 1/{plan.reduction_factor}){est}"
               + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
         print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
         print(f"results: {run_dir}")
 
-        run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
-                   storage=args.storage)
+        grid = run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
+                          storage=args.storage)
     finally:
         ray.shutdown()
 
@@ -235,6 +261,11 @@ def main(argv: list[str]) -> int:
         print(f"best: {exp.objective} {best[f'best_{exp.objective}']:.4f} ({best['trial_id']}, epoch "
               f"{int(best['best_epoch'])}): {format_config(best, list(space))}")
     print(f"results in {run_dir}")
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished or (len(grid) < plan.trials and not plan.time_budget_min):
+        print(f"interrupted with {plan.trials - grid.num_terminated - grid.num_errors} trials to go; continue with:\n"
+              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
+        return 130
     return 0
 
 

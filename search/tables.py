@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ RAY_KEYS = {
     "should_checkpoint", "experiment_tag", FINISHED,
 }
 STATUSES = ("completed", "stopped", "failed", "running")
+NODE = "node"  # reported by the trainable: the Ray node that ran the trial (a trials.csv column)
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -48,17 +50,24 @@ def _error_reason(trial_dir: Path) -> str | None:
     return lines[-1][:300] if lines else "error"
 
 
+# Ray names trial folders "<trainable>_<trial id>_<index>_<params>_<date>"; index = creation order.
+TRIAL_DIR = re.compile(r"_([0-9a-f]{5,})_(\d+)_")
+
+
 def trial_dirs(tune_dir: Path) -> list[Path]:
-    return sorted((p.parent for p in tune_dir.glob("*/params.json")), key=lambda p: _trial_id(p) or p.name)
+    """Trial folders in the order the trials were created (the warm-start trial first)."""
+    def order(p: Path) -> tuple[int, str]:
+        m = TRIAL_DIR.search(p.name)
+        return (int(m.group(2)), p.name) if m else (1 << 30, p.name)
+    return sorted((p.parent for p in tune_dir.glob("*/params.json")), key=order)
 
 
 def _trial_id(trial_dir: Path) -> str | None:
     rows = _read_results(trial_dir)
-    if rows:
-        return rows[0].get("trial_id")
-    # Ray names trial folders "<trainable>_<trial_id>_<index>_<params>"; the index orders them.
-    parts = trial_dir.name.split("_")
-    return "_".join(parts[1:3]) if len(parts) > 2 else None
+    if rows and rows[0].get("trial_id"):
+        return rows[0]["trial_id"]
+    m = TRIAL_DIR.search(trial_dir.name)
+    return m.group(1) if m else None
 
 
 def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
@@ -86,11 +95,11 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
         else:
             status = "stopped"
             reason = f"ASHA stopped it after epoch {last.get('epoch', 0)}" if rows else "never started"
-        metrics = [{k: v for k, v in r.items() if k not in RAY_KEYS} for r in rows]
+        metrics = [{k: v for k, v in r.items() if k not in RAY_KEYS and k != NODE} for r in rows]
         for m in metrics:
             history.append({"trial_id": trial_id, **m})
         row: dict[str, Any] = {"trial_id": trial_id, "status": status, "reason": reason, "epochs_run": len(rows),
-                               **{**base, **params}}
+                               NODE: last.get(NODE), **{**base, **params}}
         if metrics:
             frame = pd.DataFrame(metrics)
             values = frame[objective].where(frame[objective].map(lambda v: isinstance(v, float) and math.isfinite(v)))

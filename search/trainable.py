@@ -8,6 +8,7 @@ uses as many torch threads as CPUs it was given, and the GPU Ray assigned it, if
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import ray
 import torch
 from ray import tune
 
-from search import experiments
+from search import experiments, faults
 from search.experiment import Data
 from search.searcher import FINISHED
+from search.tables import NODE
 from search.trainer import fit
 
 STATE_FILE = "state.pt"
@@ -41,13 +43,19 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     device = trial_device()
+    node = ray.get_runtime_context().get_node_id()[:12]  # which machine ran it (a cluster has several)
     checkpoint = tune.get_checkpoint()
     state = load_state(checkpoint, device) if checkpoint else None
 
     def report(row: dict[str, float], make_state, last: bool) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(make_state(), Path(d) / STATE_FILE)
-            tune.report({**row, FINISHED: last}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    fit(exp.task, config, data.train, data.val, device=device, objective=(exp.objective, exp.mode),
+    task = exp.task
+    fault = faults.from_env(config)  # tests only: HPSEARCH_FAULT unset in real use
+    if fault is not None:
+        task = faults.FaultyTask(task, fault, math.ceil(len(data.train) / config["batch_size"]),
+                                 start_epoch=state["epoch"] + 1 if state else 1)
+    fit(task, config, data.train, data.val, device=device, objective=(exp.objective, exp.mode),
         on_epoch=report, state=state)

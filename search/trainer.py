@@ -146,8 +146,8 @@ def evaluate(task: Task, model: nn.Module, data: Split, config: dict, precision:
 def _check_finite(row: dict[str, float]) -> None:
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        raise NonFiniteError(f"{', '.join(bad)} not finite at epoch {row.get('epoch')} "
-                             f"({', '.join(f'{k}={row[k]}' for k in bad)}); the configuration diverged")
+        shown = ", ".join(f"{k}={row[k]}" for k in bad[:2]) + (f" and {len(bad) - 2} more" if len(bad) > 2 else "")
+        raise NonFiniteError(f"not finite at epoch {row.get('epoch')}: {shown}; the configuration diverged")
 
 
 def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
@@ -175,15 +175,21 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # a CPU byte tensor, even if loaded onto a GPU
+        if device.type == "cuda" and "cuda_rng" in state:  # dropout on a GPU draws from the CUDA generator
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         result.history = list(state["history"])
         result.best = state["best"]
         bad_epochs, elapsed, first_epoch = state["bad_epochs"], state["elapsed"], state["epoch"] + 1
 
     def checkpoint() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": result.history, "best": result.best, "bad_epochs": bad_epochs, "elapsed": elapsed}
+        # A snapshot: state_dict()s and the history list are live references that later epochs change.
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "history": result.history, "best": result.best, "bad_epochs": bad_epochs, "elapsed": elapsed}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        return copy.deepcopy(state)
 
     for epoch in range(first_epoch, config["epochs"] + 1):
         t0 = time.perf_counter()

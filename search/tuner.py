@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCall
 from ray.tune.schedulers import ASHAScheduler
 
 from search.experiment import Data, Dim, Experiment, Float, Int
+from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
+from search.tables import collect
 from search.trainable import run_trial
 
 
@@ -31,6 +34,9 @@ def quiet() -> None:
     # Checkpointing every epoch is intended; Ray would warn that experiment snapshots are frequent.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A failed trial is reported by our callback in one line; its traceback stays in its error.txt.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
@@ -63,12 +69,32 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
-        return tuner.fit()
+        trials, _ = collect(tune_dir, base, exp.objective, exp.mode)
+        if not trials.empty:
+            progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
+    else:
+        tuner = new_tuner(exp, trainable, base, space, plan, seed, name, storage_path, callbacks)
+    results = tuner.fit()
+    save_study(tuner._local_tuner._tune_config.search_alg, run_dir)
+    return results
+
+
+def save_study(searcher, run_dir: Path) -> None:
+    """optuna_trials.csv: what Optuna was told about each trial (state, value, intermediate values)."""
+    while searcher is not None and not hasattr(searcher, "study"):  # unwrap ConcurrencyLimiter/SearchGenerator
+        searcher = getattr(searcher, "searcher", None)
+    if searcher is not None and searcher.study is not None:
+        frame = searcher.study.trials_dataframe(attrs=("number", "value", "state", "params", "intermediate_values"))
+        write_csv(run_dir / "optuna_trials.csv", frame)
+
+
+def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan, seed: int,
+              name: str, storage_path: str, callbacks: list) -> tune.Tuner:
 
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs,
                               grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
     searcher = make_searcher(seed, warm_start=[warm_start(base, space)])
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
@@ -82,4 +108,3 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    return tuner.fit()

@@ -1,0 +1,183 @@
+"""The search end to end on 2 CPUs: real Ray Tune trials, Optuna TPE, ASHA, on a small subset."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search import cli, run
+from search.experiments import shapes as shapes_exp
+from search.faults import ENV as FAULT_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def search(results: Path, name: str, *extra: str) -> int:
+    return cli.run(run.main, ["shapes", "--smoke", "--results", str(results), "--name", name, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """8 trials, up to 3 epochs, one at a time (so ASHA has finished rungs to compare against);
+    `hidden` pinned; every SGD trial is made to diverge (NaN loss) in its second epoch."""
+    results = tmp_path_factory.mktemp("results")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(FAULT_ENV, "nan@2:optimizer=sgd")
+    try:
+        code = search(results, "t", "--trials", "8", "--max-epochs", "3", "--concurrency", "1",
+                      "--set", "hidden=0", "--seed", "0")
+    finally:
+        mp.undo()
+    run_dir = results / "shapes" / "t"
+    return code, run_dir, pd.read_csv(run_dir / "trials.csv"), pd.read_csv(run_dir / "history.csv")
+
+
+def test_trials_and_history_tables(finished_run):
+    code, run_dir, trials, history = finished_run
+    assert code == 0
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped", "failed"}
+    # history: one row per trial per epoch it ran, epochs numbered 1..n
+    assert len(history) == trials["epochs_run"].sum()
+    for trial_id, rows in history.groupby("trial_id"):
+        assert list(rows["epoch"]) == list(range(1, len(rows) + 1))
+        assert len(rows) == int(trials.loc[trials["trial_id"] == trial_id, "epochs_run"].iloc[0])
+    for column in ("val_acc", "val_f1", "val_pair_acc", "val_rmse", "val_mae", "train_loss", "val_loss", "time_s"):
+        assert column in history and f"best_{column}" in trials and f"last_{column}" in trials
+    # the pinned value is constant and the searched ones vary
+    assert (trials["hidden"] == 0).all()
+    assert trials["lr"].nunique() == len(trials)
+    # the warm start: the hand-tuned config is the first trial (weight decay 0 sits at the log bound)
+    first = trials.iloc[0]
+    for key in ("dropout", "lambda_cnt", "lr", "momentum", "optimizer", "batch_size", "p_hflip", "p_erase"):
+        assert first[key] == shapes_exp.DEFAULTS[key], key
+    assert first["weight_decay"] == pytest.approx(shapes_exp.SPACE["weight_decay"].low)
+
+
+def test_best_config_and_run_json(finished_run):
+    _, run_dir, trials, _ = finished_run
+    best = json.loads((run_dir / "best_config.json").read_text())
+    ok = trials[trials["status"] != "failed"]
+    assert best["val_acc"] == pytest.approx(ok["best_val_acc"].max())
+    assert best["config"]["hidden"] == 0 and set(best["config"]) == set(shapes_exp.DEFAULTS)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pinned"] == {"hidden": 0} and "hidden" not in info["searched"]
+    assert {"torch", "ray", "optuna", "git_commit"} <= set(info["versions"])
+    assert info["plan"]["trials"] == 8 and info["plan"]["max_epochs"] == 3
+    assert (run_dir / "tune").is_dir()
+
+
+def test_nan_trials_fail_and_never_reach_optuna_as_values(finished_run):
+    _, run_dir, trials, history = finished_run
+    sgd = trials[trials["optimizer"] == "sgd"]
+    assert len(sgd) > 0, "the seeded search proposed no SGD trial: the fault has nothing to hit"
+    reached_two = sgd[sgd["status"] != "stopped"]  # ASHA may stop one after epoch 1, before the fault
+    assert len(reached_two) > 0 and (reached_two["status"] == "failed").all()
+    assert reached_two["reason"].str.contains("NonFiniteError").all()
+    assert history[history["trial_id"].isin(sgd["trial_id"])]["epoch"].max() <= 1  # no NaN epoch recorded
+    assert (trials["status"] != "failed").sum() > 0  # and the search went on
+    study = pd.read_csv(run_dir / "optuna_trials.csv")
+    assert study.loc[study["state"] == "FAIL", "value"].isna().all()
+    assert study["value"].dropna().map(math.isfinite).all()
+
+
+def test_asha_stops_reach_optuna_as_pruned(finished_run):
+    _, run_dir, trials, _ = finished_run
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) > 0, "ASHA stopped no trial"
+    assert (stopped["epochs_run"] < 3).all()
+    study = pd.read_csv(run_dir / "optuna_trials.csv")
+    # Optuna numbers trials in the order they were asked for, as trials.csv lists them.
+    expected = trials["status"].map({"completed": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"})
+    assert list(study.sort_values("number")["state"]) == list(expected)
+    assert study.loc[study["state"] == "COMPLETE", "value"].notna().all()
+
+
+def test_same_seed_same_trials(finished_run, tmp_path):
+    """Concurrency 1: the seeded sampler proposes the same configs in the same order."""
+    _, _, trials, _ = finished_run
+    assert search(tmp_path, "again", "--trials", "3", "--max-epochs", "1", "--concurrency", "1",
+                  "--set", "hidden=0", "--seed", "0") == 0
+    again = pd.read_csv(tmp_path / "shapes" / "again" / "trials.csv")
+    keys = list(shapes_exp.SPACE)
+    assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
+
+
+def test_interrupt_then_resume_finishes_without_repeating(tmp_path):
+    cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--trials", "5", "--max-epochs", "2",
+           "--concurrency", "1", "--results", str(tmp_path), "--name", "r"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    trials_csv = tmp_path / "shapes" / "r" / "trials.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for two ended trials, then Ctrl-C
+        if trials_csv.exists() and (pd.read_csv(trials_csv)["status"] == "completed").sum() >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--name r --resume" in err
+    before = pd.read_csv(trials_csv)
+    done_before = before[before["status"] == "completed"]
+    assert 2 <= len(done_before) < 5
+
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "r", "--resume"]) == 0
+    after = pd.read_csv(trials_csv)
+    assert len(after) == 5 and after["trial_id"].is_unique
+    assert set(after["status"]) <= {"completed", "stopped"}
+    kept = after.set_index("trial_id").loc[done_before["trial_id"]]
+    assert list(kept["epochs_run"]) == list(done_before["epochs_run"])  # not run again
+    history = pd.read_csv(tmp_path / "shapes" / "r" / "history.csv")
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_two_node_cluster_via_address(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        code = search(tmp_path, "c", "--trials", "2", "--max-epochs", "1", "--address", cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert code == 0
+    trials = pd.read_csv(tmp_path / "shapes" / "c" / "trials.csv")
+    info = json.loads((tmp_path / "shapes" / "c" / "run.json").read_text())
+    assert info["hardware"]["nodes"] == 2 and info["plan"]["concurrency"] == 2
+    assert len(trials) == 2 and trials["node"].nunique() == 2  # one CPU per node: one trial on each
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "nosuchkey=1"], "unknown config key nosuchkey"),
+    (["--set", "dropout=0.9"], "outside the search space"),
+    (["--set", "lr=abc"], "takes a float"),
+    (["--trials", "0"], "--trials 0"),
+    (["--max-epochs", "-1"], "--max-epochs -1"),
+    (["--gpus-per-trial", "0.5"], "GPUs found"),
+    (["--address", "127.0.0.1:1"], "cannot join"),
+])
+def test_bad_options_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "x", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "shapes" / "x").exists()
+
+
+def test_unknown_experiment_lists_known_ones(capsys):
+    assert cli.run(run.main, ["nosuch"]) == 2
+    assert "known: shapes" in capsys.readouterr().err
+    assert cli.run(run.main, ["--list"]) == 0
+    assert capsys.readouterr().out.startswith("shapes")
