@@ -47,7 +47,8 @@ SHOWN = (("acc", "top-1"), ("pair_acc", "pair"), ("rmse", "rmse"))
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--real", type=Path, default=DEFAULT_REAL, help=f"the real GSN zip or folder (default {DEFAULT_REAL})")
+    p.add_argument("--real", type=Path, default=DEFAULT_REAL,
+                   help=f"the real GSN zip or folder (default {DEFAULT_REAL})")
     p.add_argument("--epochs", type=int, default=12, help="epochs for both runs (default 12)")
     p.add_argument("--seed", type=int, default=1, help="seed for both runs (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")

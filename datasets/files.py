@@ -16,6 +16,12 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(dest: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call write(file) on a temp file beside dest, then rename it over dest: readers see the old
     file or the new one, never half of it, even if the process dies in between."""
@@ -27,6 +33,7 @@ def atomic_write(dest: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ tables (trials.csv, history.csv, best_config.json) rewritten as each trial ends.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -24,10 +25,11 @@ def _fmt_minutes(seconds: float) -> str:
 
 class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
-                 objective: str, mode: str, total_trials: int, print_fn=print):
+                 objective: str, mode: str, total_trials: int, print_fn=None):
         self.run_dir, self.tune_dir, self.base = run_dir, tune_dir, base
         self.searched, self.objective, self.mode = searched, objective, mode
-        self.total, self.print = total_trials, print_fn
+        # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
+        self.total, self.print = total_trials, print_fn or functools.partial(print, flush=True)
         self.start = time.monotonic()
         self.last_status = self.start
         self.running: set[str] = set()

@@ -18,10 +18,9 @@ import torch
 from ray import tune
 
 from search import experiments, faults
-from search.experiment import Data
 from search.searcher import FINISHED
 from search.tables import NODE
-from search.trainer import fit
+from search.trainer import Split, fit
 
 STATE_FILE = "state.pt"
 
@@ -37,7 +36,8 @@ def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict:
         return torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
 
 
-def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], data: Data) -> None:
+def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split) -> None:
+    """Only the search splits reach a trial: the held-out split stays with the driver."""
     exp = experiments.get(experiment)
     config = {**base, **params}
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -55,7 +55,7 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     task = exp.task
     fault = faults.from_env(config)  # tests only: HPSEARCH_FAULT unset in real use
     if fault is not None:
-        task = faults.FaultyTask(task, fault, math.ceil(len(data.train) / config["batch_size"]),
+        task = faults.FaultyTask(task, fault, math.ceil(len(train) / config["batch_size"]),
                                  start_epoch=state["epoch"] + 1 if state else 1)
-    fit(task, config, data.train, data.val, device=device, objective=(exp.objective, exp.mode),
+    fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
         on_epoch=report, state=state)

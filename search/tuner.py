@@ -53,11 +53,11 @@ def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
 
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
                run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
-               print_fn=print) -> tune.ResultGrid:
+               print_fn=None) -> tune.ResultGrid:
     storage_path, name = tune_location(run_dir, storage)
     tune_dir = Path(storage_path) / name
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, experiment=exp.name, base=base, data=data),
+        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
