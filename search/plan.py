@@ -38,6 +38,10 @@ class Plan:
     gpus_per_trial: float
     subset: int | None  # training images per trial (None: the whole search-train split)
     time_budget_min: float | None
+    retrain_top_k: int = 1  # configs retrained besides the baseline
+    retrain_seeds: int = 2
+    retrain_epochs: int = 8
+    retrain_subset: int | None = None  # training images per retrain run (smoke only)
     estimate_min: float | None = None
 
     def as_dict(self) -> dict:
@@ -51,8 +55,10 @@ def local_hardware() -> Hardware:
 
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
-              gpus_per_trial: float | None, smoke: bool) -> Plan:
-    for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency)):
+              gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
+              seeds: int | None = None) -> Plan:
+    for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
+                        ("--top-k", top_k), ("--seeds", seeds)):
         if value is not None and value < 1:
             raise UserError(f"{name} {value}: give a whole number of at least 1")
     for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial)):
@@ -83,8 +89,12 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         cpus_per_trial=cpt, gpus_per_trial=gpt,
         subset=SMOKE_SUBSET if smoke else (None if hw.gpus else CPU_SEARCH_SUBSET),
         time_budget_min=time_budget_min,
+        # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
+        retrain_top_k=top_k or (3 if hw.gpus else 1), retrain_seeds=seeds or (3 if hw.gpus else 2),
+        retrain_subset=SMOKE_SUBSET if smoke else None,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
+    plan.retrain_epochs = plan.max_epochs  # the budget the search compared configurations at
     return plan
 
 
@@ -116,8 +126,9 @@ def measure_images_per_second(exp: Experiment, config: dict, x: torch.Tensor, y:
         torch.set_num_threads(previous)
 
 
-def estimate_minutes(plan: Plan, train_size: int, val_size: int, images_per_second: float) -> float | None:
-    """Wall time of the search if ASHA keeps 1/reduction_factor of the trials past each rung."""
+def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size: int,
+                     images_per_second: float) -> float | None:
+    """Wall time of search and retraining, if ASHA keeps 1/reduction_factor of trials past each rung."""
     if not math.isfinite(images_per_second) or images_per_second <= 0:
         return None
     epochs, alive, rung = 0.0, float(plan.trials), plan.grace_epochs
@@ -127,4 +138,7 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, images_per_seco
         epochs += alive * (step_to - done)
         done, alive, rung = step_to, alive / plan.reduction_factor, rung * plan.reduction_factor
     seconds_per_epoch = (train_size + val_size / 3) / images_per_second  # evaluation ~ 1/3 of a step
-    return epochs * seconds_per_epoch / plan.concurrency / 60 * 1.1  # +10% for Tune's own overhead
+    search = epochs * seconds_per_epoch / plan.concurrency * 1.1  # +10% for Tune's own overhead
+    retrain_images = (plan.retrain_top_k + 1) * plan.retrain_seeds * plan.retrain_epochs * (
+        plan.retrain_subset or full_train_size)
+    return (search + retrain_images / images_per_second / plan.concurrency) / 60

@@ -28,6 +28,7 @@ from search.config import UserError, check_known, format_config, parse_assignmen
 from search.experiment import DataOptions, Experiment
 from search.io import read_json, write_json
 from search.plan import Hardware, Plan, estimate_minutes, local_hardware, make_plan, measure_images_per_second
+from search.trainer import Split
 
 ROOT = Path("results")
 
@@ -48,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, fractions allowed (default 0.5)")
     p.add_argument("--smoke", action="store_true", help="tiny search: 256 images, 4 trials, 2 epochs")
+    p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
+    p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
+    p.add_argument("--no-retrain", action="store_true", help="stop after the search")
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name NAME")
     p.add_argument("--results", type=Path, default=ROOT, help="results root (default ./results)")
@@ -129,6 +133,16 @@ def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
     return Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0), nodes=len([n for n in ray.nodes() if n["Alive"]]))
 
 
+def ray_logs() -> str | None:
+    """Where this run's Ray session keeps its logs (on this machine; a cluster's nodes keep their own)."""
+    try:
+        import ray._private.worker as worker
+
+        return worker._global_node.get_logs_dir_path() if worker._global_node else None
+    except (ImportError, AttributeError):
+        return None
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.list:
@@ -178,11 +192,13 @@ def main(argv: list[str]) -> int:
 
     if args.address:
         check_reachable(args.address)
+    def plan_for(hw: Hardware) -> Plan:
+        return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
+                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds)
+
     hw = local_hardware() if not args.address else None
-    plan = make_plan(exp, hw or Hardware(cpus=1, gpus=0), trials=args.trials, max_epochs=args.max_epochs,
-                     time_budget_min=args.time_budget, concurrency=args.concurrency,
-                     cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                     smoke=args.smoke) if hw else None
+    plan = plan_for(hw) if hw else None  # a cluster's plan needs its resources: after joining it
 
     data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed))
 
@@ -195,14 +211,9 @@ def main(argv: list[str]) -> int:
     try:
         if previous is not None:
             plan = Plan(**previous["plan"])
-        elif plan is None:  # joined a cluster: size from what it has
-            plan = make_plan(exp, hw_ray, trials=args.trials, max_epochs=args.max_epochs,
-                             time_budget_min=args.time_budget, concurrency=args.concurrency,
-                             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                             smoke=args.smoke)
+        elif plan is None:
+            plan = plan_for(hw_ray)
         if plan.subset is not None:
-            from search.trainer import Split
-
             data.train = Split(data.train.x[:plan.subset], data.train.y[:plan.subset])
             if args.smoke:
                 data.val = Split(data.val.x[:plan.subset], data.val.y[:plan.subset])
@@ -215,7 +226,8 @@ def main(argv: list[str]) -> int:
 
         ips = measure_images_per_second(exp, base, data.train.x[:base["batch_size"]], data.train.y[:base["batch_size"]],
                                         plan.cpus_per_trial, torch.device("cuda" if plan.gpus_per_trial else "cpu"))
-        plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val), ips)
+        plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val),
+                                             0 if args.no_retrain else len(data.full_train), ips)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         run_info = {
@@ -241,14 +253,46 @@ def main(argv: list[str]) -> int:
         print(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, ASHA from epoch {plan.grace_epochs} "
               f"(keeps 1/{plan.reduction_factor}){est}"
               + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
+        if not args.no_retrain:
+            print(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
+                  f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "
+                  f"{plan.retrain_subset or len(data.full_train)} training images; score them once on the "
+                  f"{len(data.test)} held-out images"
+                  + ("" if hw_ray.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)"))
         print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
-        print(f"results: {run_dir}")
+        print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
 
+        t0 = time.monotonic()
         grid = run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
                           storage=args.storage)
+        info = read_json(run_dir / "run.json")
+        info["search_wall_s"] = info.get("search_wall_s", 0.0) + time.monotonic() - t0  # summed over resumes
+        info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_json(run_dir / "run.json", info)
+        interrupted = len(grid) - grid.num_terminated - grid.num_errors > 0 or (
+            len(grid) < plan.trials and not plan.time_budget_min)
+        summarise(exp, run_dir, list(space))
+        if not interrupted and not args.no_retrain:
+            from search.retrain import retrain
+
+            t0 = time.monotonic()
+            retrain(run_dir, top_k=plan.retrain_top_k, seeds=plan.retrain_seeds, epochs=plan.retrain_epochs,
+                    cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial, data=data)
+            info = read_json(run_dir / "run.json")
+            info["retrain_wall_s"] = info.get("retrain_wall_s", 0.0) + time.monotonic() - t0
+            write_json(run_dir / "run.json", info)
     finally:
         ray.shutdown()
 
+    print(f"results in {run_dir}")
+    if interrupted:
+        print(f"interrupted before all trials ended; continue with:\n"
+              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def summarise(exp: Experiment, run_dir: Path, searched: list[str]) -> None:
     import pandas as pd
 
     from search.tables import best_trial
@@ -256,17 +300,10 @@ def main(argv: list[str]) -> int:
     trials = pd.read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else pd.DataFrame()
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     best = best_trial(trials, exp.objective, exp.mode) if not trials.empty else None
-    print(f"done: {len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    print(f"search done: {len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")
     if best is not None:
         print(f"best: {exp.objective} {best[f'best_{exp.objective}']:.4f} ({best['trial_id']}, epoch "
-              f"{int(best['best_epoch'])}): {format_config(best, list(space))}")
-    print(f"results in {run_dir}")
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished or (len(grid) < plan.trials and not plan.time_budget_min):
-        print(f"interrupted with {plan.trials - grid.num_terminated - grid.num_errors} trials to go; continue with:\n"
-              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
-        return 130
-    return 0
+              f"{int(best['best_epoch'])}): {format_config(best, searched)}")
 
 
 if __name__ == "__main__":

@@ -207,7 +207,9 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
                 best_weights = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        result.stopped_early = config["patience"] > 0 and bad_epochs >= config["patience"] and epoch < config["epochs"]
+        # Early stopping needs a validation split; without one (retraining) every epoch runs.
+        result.stopped_early = (val is not None and config["patience"] > 0 and bad_epochs >= config["patience"]
+                                and epoch < config["epochs"])
         if on_epoch is not None:
             on_epoch(row, checkpoint, result.stopped_early or epoch == config["epochs"])
         if result.stopped_early:

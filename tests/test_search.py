@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def search(results: Path, name: str, *extra: str) -> int:
-    return cli.run(run.main, ["shapes", "--smoke", "--results", str(results), "--name", name, *extra])
+    """A smoke search without the retraining step (tests/test_retrain.py covers that)."""
+    return cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--results", str(results), "--name", name, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +114,8 @@ def test_same_seed_same_trials(finished_run, tmp_path):
 
 
 def test_interrupt_then_resume_finishes_without_repeating(tmp_path):
-    cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--trials", "5", "--max-epochs", "2",
-           "--concurrency", "1", "--results", str(tmp_path), "--name", "r"]
+    cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "5",
+           "--max-epochs", "2", "--concurrency", "1", "--results", str(tmp_path), "--name", "r"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     trials_csv = tmp_path / "shapes" / "r" / "trials.csv"

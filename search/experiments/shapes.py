@@ -152,7 +152,7 @@ EXPERIMENT = Experiment(
     summary="GSN shapes: classify and count geometric shapes (28x28, 135 classes, 6 counts)",
     task=ShapesTask(), load=load, defaults=DEFAULTS, space=SPACE, limits=LIMITS,
     objective="val_acc", mode="max",
-    budget_cpu=Budget(trials=12, max_epochs=8, grace_epochs=3),
+    budget_cpu=Budget(trials=10, max_epochs=6, grace_epochs=2),  # search + retrain within ~20 min on 2 cores
     budget_gpu=Budget(trials=60, max_epochs=40, grace_epochs=5),
     inactive=inactive,
 )

@@ -1,0 +1,102 @@
+"""Retraining the best configurations on fresh seeds, and the verdict against the baseline."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from models.shapes import ShapesNet
+from search import cli, retrain, run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    code = cli.run(run.main, ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2",
+                              "--seeds", "2", "--results", str(results), "--name", "r"])
+    return code, results / "shapes" / "r"
+
+
+def test_retrain_table_has_top_k_plus_baseline_times_seeds(smoke_run):
+    code, run_dir = smoke_run
+    assert code == 0
+    table = pd.read_csv(run_dir / "retrain.csv")
+    assert len(table) == (2 + 1) * 2
+    assert list(table["label"].drop_duplicates()) == ["baseline", "top1", "top2"]
+    seeds = table.groupby("label")["seed"].apply(sorted)
+    assert seeds.map(tuple).nunique() == 1  # every config on the same seeds: pairs line up
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert not set(seeds.iloc[0]) & set(trials["seed"])  # fresh seeds, not the search's
+    for column in ("test_acc", "test_f1", "test_pair_acc", "test_rmse", "test_mae", "test_loss"):
+        assert table[column].notna().all() and table[column].map(math.isfinite).all()
+    # the two tuned configs are the search's two best distinct trials, in order
+    best = trials.sort_values("best_val_acc", ascending=False, kind="stable")["trial_id"].iloc[:2]
+    assert list(table.drop_duplicates("label")["trial_id"].iloc[1:]) == list(best)
+    # the baseline is the experiment's hand-tuned config
+    base = table[table["label"] == "baseline"].iloc[0]
+    assert base["config_lr"] == 1e-3 and base["config_dropout"] == 0.5 and base["config_weight_decay"] == 0.0
+
+
+def test_weights_load_safely_and_reproduce_the_score(smoke_run):
+    _, run_dir = smoke_run
+    table = pd.read_csv(run_dir / "retrain.csv")
+    row = table.iloc[-1]
+    state = torch.load(run_dir / "retrain" / f"{row['label']}-seed{row['seed']}" / "model.pt", weights_only=True)
+    model = ShapesNet(dropout=row["config_dropout"], hidden=int(row["config_hidden"]))
+    model.load_state_dict(state)  # every key present, shapes right
+    history = pd.read_csv(run_dir / "retrain_history.csv")
+    runs = history.groupby(["label", "seed"]).size()
+    assert len(runs) == len(table) and (runs == 1).all()  # one epoch each (--max-epochs 1)
+    assert "val_acc" not in history  # no validation split in retraining: the held-out is scored once
+
+
+def test_verdict_written_with_paired_difference(smoke_run):
+    _, run_dir = smoke_run
+    table = pd.read_csv(run_dir / "retrain.csv")
+    verdict = pd.read_csv(run_dir / "verdict.csv")
+    assert list(verdict["label"]) == ["baseline", "top1", "top2"]
+    base = table[table["label"] == "baseline"].set_index("seed")["test_acc"]
+    top1 = table[table["label"] == "top1"].set_index("seed")["test_acc"]
+    row = verdict.set_index("label").loc["top1"]
+    assert row["diff_mean"] == pytest.approx((top1 - base).mean())
+    assert row["mean"] == pytest.approx(top1.mean())
+
+
+def test_interrupted_retraining_resumes_only_missing_runs(smoke_run, capsys):
+    _, run_dir = smoke_run
+    table = pd.read_csv(run_dir / "retrain.csv")
+    victim = run_dir / "retrain" / f"top2-seed{table['seed'].iloc[0]}"
+    untouched = run_dir / "retrain" / f"top1-seed{table['seed'].iloc[0]}" / "model.pt"
+    mtime = untouched.stat().st_mtime_ns
+    (victim / "metrics.json").unlink()  # as if killed before that run finished
+    assert cli.run(retrain.main, [str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "5 of 6 runs already done, 1 to go" in out
+    assert (victim / "metrics.json").is_file() and untouched.stat().st_mtime_ns == mtime
+    assert len(pd.read_csv(run_dir / "retrain.csv")) == 6
+
+
+def test_verdict_statistics_by_hand():
+    frame = pd.DataFrame({
+        "label": ["baseline"] * 3 + ["top1"] * 3,
+        "seed": [1, 2, 3] * 2,
+        "test_acc": [0.40, 0.42, 0.44, 0.45, 0.46, 0.50],
+    })
+    v = retrain.verdict(frame, "test_acc", "max").set_index("label")
+    # top1 - baseline per seed: 0.05, 0.04, 0.06 -> mean 0.05, sd 0.01, t(2) = 4.303
+    assert v.loc["top1", "diff_mean"] == pytest.approx(0.05)
+    half = 4.303 * 0.01 / math.sqrt(3)
+    assert v.loc["top1", "diff_low"] == pytest.approx(0.05 - half)
+    assert bool(v.loc["top1", "beats_baseline"]) is True
+    assert v.loc["baseline", "std"] == pytest.approx(0.02)
+    noisy = frame.assign(test_acc=[0.40, 0.50, 0.44, 0.45, 0.42, 0.50])  # diffs 0.05, -0.08, 0.06
+    assert bool(retrain.verdict(noisy, "test_acc", "max").set_index("label").loc["top1", "beats_baseline"]) is False
+    assert "does not beat" in retrain.verdict_sentence(retrain.verdict(noisy, "test_acc", "max"), "test_acc")
+
+
+def test_retrain_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert cli.run(retrain.main, [str(tmp_path)]) == 2
+    assert "not a finished search" in capsys.readouterr().err
