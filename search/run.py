@@ -151,6 +151,8 @@ def main(argv: list[str]) -> int:
     if not args.experiment:
         raise UserError("name an experiment, e.g. `python -m search.run shapes` (see --list)")
     exp = experiments.get(args.experiment)
+    if args.data_dir is not None:  # absolute: retraining and --resume may run from another folder
+        args.data_dir = args.data_dir.expanduser().resolve()
     previous = None
     if args.resume:  # continue with the interrupted run's own command line; only where Ray runs may change
         if not args.name:
@@ -248,10 +250,8 @@ def main(argv: list[str]) -> int:
         print(f"hardware: {hw_ray.describe()}; {plan.concurrency} trial{'s' if plan.concurrency > 1 else ''} at once, "
               f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "")
               + " each")
-        est = "" if not plan.estimate_min else (
-            ", under a minute" if plan.estimate_min < 1 else f", about {round(plan.estimate_min)} minutes")
         print(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, ASHA from epoch {plan.grace_epochs} "
-              f"(keeps 1/{plan.reduction_factor}){est}"
+              f"(keeps 1/{plan.reduction_factor})"
               + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
         if not args.no_retrain:
             print(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
@@ -259,6 +259,9 @@ def main(argv: list[str]) -> int:
                   f"{plan.retrain_subset or len(data.full_train)} training images; score them once on the "
                   f"{len(data.test)} held-out images"
                   + ("" if hw_ray.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)"))
+        if plan.estimate_min:
+            print("estimate: " + ("under a minute" if plan.estimate_min < 1 else f"about {round(plan.estimate_min)} "
+                  "minutes") + f" in all, at {ips:.0f} images/s per trial (measured just now)")
         print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
         print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
 

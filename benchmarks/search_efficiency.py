@@ -1,0 +1,323 @@
+"""Search efficiency: Optuna TPE + ASHA against random search without early stopping, per epoch spent.
+
+    python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs 6]
+        [--budget-epochs 60] [--seeds 2] [--concurrency 2] [--grace 2] [--out DIR]
+
+The claim under test: at the same total epoch budget, TPE + ASHA reaches a given best validation
+top-1 with at least 2x fewer epochs than random search without early stopping (shapes).
+
+Both methods run through the project's pieces (`to_tune`, `run_trial`, `HonestOptunaSearch`,
+`warm_start`), one Tuner per method and seed, the same data, space, trial seed and baseline warm
+start (the baseline is the first trial of both and its epochs count against both budgets):
+  tpe+asha  `make_searcher(seed)` (TPE) and ASHA on epochs (grace --grace, reduction factor 2),
+            as `search.tuner.new_tuner` builds them; patience as the experiment's default.
+  random    `HonestOptunaSearch` with Optuna's RandomSampler(seed), FIFO scheduler and patience 0:
+            no early stopping of any kind, every trial trains --max-epochs epochs.
+
+Budget accounting: one reported result is one epoch of one trial. A Ray Tune Stopper sees every
+result in the order the driver receives it, records it, and stops the whole search once
+--budget-epochs results have arrived. Results that still arrive after that (epochs in flight on
+the other trials) are recorded but cut off: the curves count exactly the first --budget-epochs.
+The curve is the best validation top-1 over all epochs reported so far, against epochs reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from search import cli
+from search.config import UserError
+from search.experiment import DataOptions
+from search.experiments import shapes
+from search.trainer import Split
+
+METHODS = ("random", "tpe+asha")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog="python benchmarks/search_efficiency.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, help="the shapes data (folder or zip); default: generated data")
+    # 2,000 images x 6 epochs left top-1 near chance (best 0.025 of 105 classes): nothing to rank.
+    p.add_argument("--subset", type=int, default=4000, help="training images per trial (first N of the inner train)")
+    p.add_argument("--val", type=int, help="cap on validation images (default: the whole inner validation split)")
+    p.add_argument("--max-epochs", type=int, default=6, help="epochs of a trial never stopped early")
+    p.add_argument("--budget-epochs", type=int, default=60, help="epochs per search, summed over its trials")
+    p.add_argument("--seeds", type=int, default=2, help="search seeds 0..N-1 (sampler and trial seed)")
+    p.add_argument("--concurrency", type=int, default=2, help="trials at once, 1 CPU each")
+    p.add_argument("--grace", type=int, default=2, help="ASHA's first rung, in epochs")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA keeps 1/this past each rung")
+    p.add_argument("--out", type=Path, help="folder for curves.csv and summary.csv (default: a new temp dir)")
+    return p
+
+
+# ---------------------------------------------------------------- budget accounting
+
+
+def make_budget_stopper(budget: int, objective: str):
+    from ray.tune.stopper import Stopper
+
+    class EpochBudget(Stopper):
+        """Records every reported epoch in arrival order; ends the search at `budget` of them."""
+
+        def __init__(self) -> None:
+            self.events: list[dict[str, Any]] = []
+            self.seen: set[tuple[str, int]] = set()
+            self.t0 = time.monotonic()
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            key = (trial_id, int(result.get("training_iteration", 0)))
+            # A function trainable's return is reported again as the trial's last result: count it once.
+            if key not in self.seen:
+                self.seen.add(key)
+                value = result.get(objective)
+                self.events.append({"trial_id": trial_id, "trial_epoch": key[1],
+                                    "value": float(value) if isinstance(value, (int, float)) else math.nan,
+                                    "wall_s": time.monotonic() - self.t0})
+            return False
+
+        def stop_all(self) -> bool:
+            return len(self.events) >= budget
+
+    return EpochBudget()
+
+
+def best_so_far(values: list[float]) -> list[float]:
+    out, best = [], -math.inf
+    for v in values:
+        if math.isfinite(v) and v > best:
+            best = v
+        out.append(best)
+    return out
+
+
+def first_reach(curve: list[float], target: float) -> int | None:
+    """Epochs (1-based) at which the curve first reaches target, or None."""
+    return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-12), None)
+
+
+# ---------------------------------------------------------------- one search
+
+
+def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, args, storage: Path) -> dict[str, Any]:
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from search.searcher import HonestOptunaSearch, make_searcher, to_tune
+    from search.trainable import run_trial
+    from search.tuner import warm_start
+
+    base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
+    warm = [warm_start(base, space)]
+    grace = min(args.grace, args.max_epochs)
+    if method == "tpe+asha":
+        searcher = make_searcher(seed, warm_start=warm)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs, grace_period=grace,
+                                  reduction_factor=args.reduction_factor)
+        # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
+        num_samples = 2 * math.ceil(args.budget_epochs / grace) + args.concurrency
+    else:
+        base["patience"] = 0
+        searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm)
+        scheduler = FIFOScheduler()
+        num_samples = math.ceil(args.budget_epochs / args.max_epochs)
+    exp.check(base)
+    stopper = make_budget_stopper(args.budget_epochs, exp.objective)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=train, val=val), {"cpu": 1, "gpu": 0})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_tune(space),
+        tune_config=tune.TuneConfig(metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_samples, max_concurrent_trials=args.concurrency,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{method.replace('+', '-')}-seed{seed}", storage_path=str(storage),
+                                  stop=stopper, verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    t0 = time.monotonic()
+    stopper.t0 = t0
+    grid = tuner.fit()
+    wall = time.monotonic() - t0
+    shutil.rmtree(storage / f"{method.replace('+', '-')}-seed{seed}", ignore_errors=True)  # checkpoints: ~100s of MB
+
+    events = stopper.events
+    if not events:
+        errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+        raise RuntimeError(f"{method} seed {seed}: no epoch was recorded; {len(grid)} trials, "
+                           f"{len(errors)} failed" + (f", first: {errors[0]}" if errors else ""))
+    counted = events[:args.budget_epochs]
+    curve = best_so_far([e["value"] for e in counted])
+    epochs_per_trial: dict[str, int] = {}
+    for e in counted:
+        epochs_per_trial[e["trial_id"]] = max(epochs_per_trial.get(e["trial_id"], 0), e["trial_epoch"])
+    return {"method": method, "seed": seed, "events": events, "curve": curve, "wall_s": wall,
+            "trials": len(grid), "failed": grid.num_errors, "reported": len(events), "counted": len(counted),
+            "full": sum(n >= args.max_epochs for n in epochs_per_trial.values()), "num_samples": num_samples,
+            "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1])}
+
+
+# ---------------------------------------------------------------- output
+
+
+def fmt_acc(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "-"
+
+
+def fmt_epochs(n: int | None) -> str:
+    return "not reached" if n is None else str(n)
+
+
+def write_csvs(out: Path, runs: list[dict], rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curves.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", "cum_epoch", "counted", "trial_id", "trial_epoch", "val_acc", "best_so_far",
+                    "wall_s"])
+        for r in runs:
+            best = -math.inf
+            for i, e in enumerate(r["events"]):
+                if math.isfinite(e["value"]):
+                    best = max(best, e["value"])
+                w.writerow([r["method"], r["seed"], i + 1, int(i < r["counted"]), e["trial_id"], e["trial_epoch"],
+                            e["value"], best, round(e["wall_s"], 2)])
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    for name in ("subset", "max_epochs", "budget_epochs", "seeds", "concurrency", "grace"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: give a whole number of at least 1")
+    if args.val is not None and args.val < 1:
+        raise UserError(f"--val {args.val}: give a whole number of at least 1")
+    if args.reduction_factor < 2:
+        raise UserError(f"--reduction-factor {args.reduction_factor}: give at least 2")
+    if args.budget_epochs < args.max_epochs:
+        raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
+    started = time.monotonic()
+    exp = shapes.EXPERIMENT
+    loaded = exp.load(DataOptions(args.data_dir, False, None, split_seed=0))
+    train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
+    val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
+
+    from search.run import searched_space, versions
+    from search.tuner import quiet
+
+    space = searched_space(exp, {})
+    out = args.out.expanduser().resolve() if args.out else Path(tempfile.mkdtemp(prefix="search_efficiency-"))
+    quiet()
+    import ray
+
+    print(f"command: python benchmarks/search_efficiency.py {shlex.join(argv)}")
+    print(f"data: {loaded.info['source']}; train {len(train)} (first of the inner train), val {len(val)} "
+          "(inner validation, split seed 0 for every search seed)")
+    print(f"budget: {args.budget_epochs} epochs per search; trials up to {args.max_epochs} epochs; "
+          f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
+          "(sampler and trial seed; data fixed)")
+    print(f"tpe+asha: TPE (make_searcher, baseline warm start) + ASHA grace {min(args.grace, args.max_epochs)}, "
+          f"reduction factor {args.reduction_factor}, max_t {args.max_epochs}, "
+          f"patience {exp.defaults['patience']}")
+    print(f"random: RandomSampler (same warm start) + FIFO, patience 0: "
+          f"{math.ceil(args.budget_epochs / args.max_epochs)} trials of {args.max_epochs} epochs")
+    print(f"objective: {exp.objective} (top-1); searched: {', '.join(space)}")
+    print("accounting: a Stopper counts reported epochs in arrival order and stops the search at the budget; "
+          "later in-flight epochs are cut off, so exactly the first budget epochs count")
+    print(f"versions: {versions()}")
+    print(f"curves: {out}", flush=True)
+
+    storage = Path(tempfile.mkdtemp(prefix="search_efficiency-ray-"))
+    runs: list[dict] = []
+    ray.init(num_cpus=max(2, args.concurrency), include_dashboard=False, log_to_driver=False,
+             configure_logging=True, logging_level="WARNING")
+    try:
+        for seed in range(args.seeds):
+            for method in METHODS:
+                r = run_one(method, seed, exp, train, val, space, args, storage)
+                runs.append(r)
+                print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "
+                      f"{r['failed']} failed), {r['counted']}/{r['reported']} epochs counted/reported, "
+                      f"best {fmt_acc(r['best'])} at epoch {fmt_epochs(r['epochs_to_own_best'])}, "
+                      f"{r['wall_s']:.0f} s", flush=True)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
+
+    # ------------------------------------------------------------ per seed
+    by = {(r["method"], r["seed"]): r for r in runs}
+    rows = []
+    for seed in range(args.seeds):
+        rnd, tpe = by["random", seed], by["tpe+asha", seed]
+        target = rnd["best"]
+        reach = first_reach(tpe["curve"], target) if math.isfinite(target) else None
+        rows.append({
+            "seed": seed, "random_best": target, "tpe_asha_best": tpe["best"],
+            "random_epochs": rnd["counted"], "random_epochs_to_own_best": rnd["epochs_to_own_best"],
+            "tpe_asha_epochs_to_random_best": reach,
+            "ratio_budget": rnd["counted"] / reach if reach else None,
+            "ratio_own": rnd["epochs_to_own_best"] / reach if reach and rnd["epochs_to_own_best"] else None,
+            "random_wall_s": round(rnd["wall_s"], 1), "tpe_asha_wall_s": round(tpe["wall_s"], 1),
+        })
+
+    def ratio(v: float | None) -> str:
+        return f"{v:.2f}x" if v else "-"
+
+    print()
+    print("best val top-1 within the budget, and the epochs tpe+asha needed to first reach random's best")
+    head = ("seed", "random best", "tpe+asha best", "tpe+asha epochs to it", "budget/that", "random's own/that")
+    print("  ".join(f"{h:>{max(len(h), 6)}}" for h in head))
+    for row in rows:
+        cells = (str(row["seed"]), fmt_acc(row["random_best"]), fmt_acc(row["tpe_asha_best"]),
+                 fmt_epochs(row["tpe_asha_epochs_to_random_best"]), ratio(row["ratio_budget"]),
+                 ratio(row["ratio_own"]))
+        print("  ".join(f"{c:>{max(len(h), 6)}}" for c, h in zip(cells, head, strict=True)))
+
+    # ------------------------------------------------------------ over seeds
+    def mean_sd(values: list[float]) -> str:
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return "-"
+        return f"{statistics.mean(values):.4f}" + (f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+
+    reached = [row["ratio_budget"] for row in rows if row["ratio_budget"]]
+    print()
+    print(f"over {args.seeds} seed{'s' if args.seeds > 1 else ''} (mean +- sd):")
+    print(f"  best val top-1: random {mean_sd([by['random', s]['best'] for s in range(args.seeds)])}, "
+          f"tpe+asha {mean_sd([by['tpe+asha', s]['best'] for s in range(args.seeds)])}")
+    print(f"  tpe+asha reached random's best in {len(reached)}/{args.seeds} seeds"
+          + (f"; budget/epochs-to-it: median {statistics.median(reached):.2f}x, "
+             f"min {min(reached):.2f}x" if reached else ""))
+    print(f"  claim (>= 2x on a seed: reached within budget/2 = {args.budget_epochs // 2} epochs): "
+          f"{sum(r >= 2 for r in reached)}/{args.seeds} seeds")
+    marks = sorted({args.max_epochs, *(round(args.budget_epochs * f) for f in (0.25, 0.5, 0.75, 1.0))})
+    marks = [m for m in marks if 1 <= m <= args.budget_epochs]
+    print("  mean best-so-far at epochs " + ", ".join(map(str, marks)) + ":")
+    for method in METHODS:
+        cells = []
+        for m in marks:
+            vals = [by[method, s]["curve"][m - 1] for s in range(args.seeds) if len(by[method, s]["curve"]) >= m]
+            vals = [v for v in vals if math.isfinite(v)]
+            cells.append(f"{statistics.mean(vals):.4f}" if len(vals) == args.seeds else "-")
+        print(f"    {method:<8} " + "  ".join(cells))
+
+    write_csvs(out, runs, rows)
+    print(f"\nwall time {time.monotonic() - started:.0f} s; curves.csv and summary.csv in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, sys.argv[1:]))
