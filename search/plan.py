@@ -131,7 +131,9 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
     """Wall time of search and retraining, if ASHA keeps 1/reduction_factor of trials past each rung."""
     if not math.isfinite(images_per_second) or images_per_second <= 0:
         return None
-    epochs, alive, rung = 0.0, float(plan.trials), plan.grace_epochs
+    # The first trials have no rung to be compared against, so they run to the end.
+    first = min(plan.concurrency, plan.trials)
+    epochs, alive, rung = float(first * plan.max_epochs), float(plan.trials - first), plan.grace_epochs
     done = 0
     while done < plan.max_epochs:
         step_to = min(rung, plan.max_epochs)
