@@ -113,9 +113,9 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from search.experiment import warm_start
     from search.searcher import HonestOptunaSearch, make_searcher, to_tune
     from search.trainable import run_trial
-    from search.tuner import warm_start
 
     base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
     warm = [warm_start(base, space)]

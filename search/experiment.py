@@ -58,6 +58,28 @@ class Choice:
 Dim = Float | Int | Choice
 
 
+def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
+    """The baseline as a point of the space: a value outside a numeric range (weight_decay 0 on a
+    log scale) moves to the nearest bound, which trains the same for all practical purposes."""
+    point = {}
+    for key, dim in space.items():
+        value = base[key]
+        if isinstance(dim, (Float, Int)) and not dim.contains(value):
+            value = type(value)(min(max(value, dim.low), dim.high))
+        point[key] = value
+    return point
+
+
+def matches(row: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+    """Whether a trial's config (e.g. a trials.csv row, numbers possibly parsed back from text)
+    is `point`: the warm-start trial is the one that matches warm_start(baseline, space)."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, str) or isinstance(b, str):
+            return str(a) == str(b)
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    return all(same(row[k], v) for k, v in point.items())
+
+
 # ---------------------------------------------------------------- value limits (validity, not search)
 
 
@@ -143,6 +165,13 @@ class Experiment:
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
     # Keys pinned together with another key's value (e.g. lambda_cnt only matters for multitask).
     inactive: Callable[[Mapping[str, Any]], set[str]] = lambda pinned: set()
+    # Test metrics in the report's tables (default: every test_ metric) and validation metrics
+    # drawn per epoch beside the losses in its training curves.
+    report_metrics: tuple[str, ...] = ()
+    curve_metrics: tuple[str, ...] = ("val_acc",)
+    # Report section on the best retrained model: diagnose(model, config, test split, figure folder)
+    # writes its PNGs into the folder and returns markdown linking them as "<folder name>/<file>".
+    diagnose: Callable[[Any, Mapping[str, Any], Split, Path], str] | None = None
 
     def check(self, config: Mapping[str, Any]) -> None:
         """Raise UserError on any key whose value is invalid for this experiment."""

@@ -6,7 +6,7 @@ The top K distinct configurations of the search and the experiment's hand-tuned 
 each trained on the whole training split (no validation, no early stopping: the full epoch
 budget) with the same S fresh seeds, then evaluated once on the held-out split no search saw.
 Runs go through Ray, as many at once as resources allow. Each finished run is kept
-(retrain/<label>-seed<S>/: model.pt state_dict, metrics.json, history.csv), so an interrupted
+(retrain/<label>-seed<S>/: model.pt state_dict, metrics.json, history.csv, TensorBoard events), so an interrupted
 retraining resumes where it stopped. Writes retrain.csv (one row per config and seed),
 retrain_history.csv and verdict.csv (mean, std, 95% interval, paired difference to the baseline).
 """
@@ -14,6 +14,7 @@ retrain_history.csv and verdict.csv (mean, std, 95% interval, paired difference 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from search import cli, experiments
+from search import cli, experiments, tensorboard
 from search.config import UserError, format_config
-from search.experiment import DataOptions, Experiment
+from search.experiment import DataOptions, Experiment, matches, warm_start
 from search.io import read_json, write_csv, write_json
 from search.tables import best_trial
 from search.trainer import Split
@@ -56,14 +57,17 @@ class Job:
         return f"{self.label}-seed{self.seed}"
 
 
-def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: int) -> list[tuple[str, dict]]:
-    """The K best trials whose searched values differ (ties of identical configs count once)."""
+def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: int,
+                base: dict[str, Any] | None = None) -> list[tuple[str, dict]]:
+    """The K best trials whose searched values differ (ties of identical configs count once),
+    leaving out the warm-start trial: it is the baseline, which is retrained anyway."""
     ok = trials[(trials["status"] != "failed") & trials[f"best_{exp.objective}"].notna()]
     ok = ok.sort_values(f"best_{exp.objective}", ascending=exp.mode == "min", kind="stable")
+    baseline = warm_start(dict(base), {c: exp.space[c] for c in searched}) if base is not None else None
     picked, seen = [], set()
     for _, row in ok.iterrows():
         key = tuple(row[c] for c in searched)
-        if key in seen:
+        if key in seen or (baseline is not None and matches(row, baseline)):
             continue
         seen.add(key)
         config = {c: _plain(row[c]) for c in exp.defaults}
@@ -80,10 +84,10 @@ def plan_jobs(run_dir: Path, exp: Experiment, top_k: int, seeds: int, epochs: in
         raise UserError(f"{run_dir}: no trial finished with a {exp.objective}; nothing to retrain")
     first_seed = SEED_BASE + 100 * int(info["base_config"].get("seed", 0))
     seed_list = [first_seed + i for i in range(seeds)]
-    baseline = {**exp.defaults, "epochs": epochs}
+    baseline = {**exp.defaults, **info.get("pinned", {}), "epochs": epochs}  # --set pins hold for the baseline too
     configs = [(BASELINE, None, baseline)] + [
         (f"top{i + 1}", tid, {**cfg, "epochs": epochs}) for i, (tid, cfg) in
-        enumerate(top_configs(trials, exp, info["searched"], top_k))]
+        enumerate(top_configs(trials, exp, info["searched"], top_k, info["base_config"]))]
     return [Job(label, {**cfg, "seed": s}, s, tid) for label, tid, cfg in configs for s in seed_list]
 
 
@@ -111,9 +115,19 @@ def save_job(run_dir: Path, job: Job, out: dict[str, Any]) -> None:
     folder = run_dir / "retrain" / job.name
     write_csv(folder / "history.csv", out["history"])
     atomic_write(folder / "model.pt", lambda f: torch.save(out["state"], f))
+    tensorboard.write_run(folder, out["history"], job.config, out["test"])
     # metrics.json last: its presence marks the run as done (resume skips it)
     write_json(folder / "metrics.json", {"label": job.label, "seed": job.seed, "trial_id": job.trial_id,
                                           "config": job.config, **out["test"]})
+
+
+def done_before(run_dir: Path, job: Job) -> bool:
+    """Finished in an earlier (interrupted) retraining with this very config: nothing to redo.
+    A folder of the same name with another config (the top configs changed) is redone."""
+    path = run_dir / "retrain" / job.name / "metrics.json"
+    if not path.is_file():
+        return False
+    return read_json(path)["config"] == json.loads(json.dumps(job.config))
 
 
 def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float, gpus: float,
@@ -121,7 +135,7 @@ def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float,
     print_fn = print_fn or functools.partial(print, flush=True)
     import ray
 
-    todo = [j for j in jobs if not (run_dir / "retrain" / j.name / "metrics.json").is_file()]
+    todo = [j for j in jobs if not done_before(run_dir, j)]
     if len(todo) < len(jobs):
         print_fn(f"retrain: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go")
     if not todo:
@@ -265,6 +279,9 @@ def main(argv: list[str]) -> int:
             if args.gpus_per_run is None else args.gpus_per_run)
     finally:
         ray.shutdown()
+    from search.report import build
+
+    print(f"report: {build(run_dir)}")
     return 0
 
 

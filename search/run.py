@@ -34,7 +34,7 @@ ROOT = Path("results")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("experiment", nargs="?", help="experiment name (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
+    p.add_argument("--settings", metavar="A,B,...", help="one search per value of the experiment's `setting` "
+                   "(e.g. cls,cnt,multitask), each named NAME-<setting>, then a table comparing them")
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name NAME")
     p.add_argument("--results", type=Path, default=ROOT, help="results root (default ./results)")
@@ -151,6 +153,8 @@ def main(argv: list[str]) -> int:
     if not args.experiment:
         raise UserError("name an experiment, e.g. `python -m search.run shapes` (see --list)")
     exp = experiments.get(args.experiment)
+    if args.settings:
+        return run_settings(exp, args, argv)
     if args.data_dir is not None:  # absolute: retraining and --resume may run from another folder
         args.data_dir = args.data_dir.expanduser().resolve()
     previous = None
@@ -287,11 +291,73 @@ def main(argv: list[str]) -> int:
     finally:
         ray.shutdown()
 
+    if not interrupted:
+        from search.report import build
+
+        print(f"report: {build(run_dir)}")
     print(f"results in {run_dir}")
     if interrupted:
         print(f"interrupted before all trials ended; continue with:\n"
               f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
         return 130
+    return 0
+
+
+def _without(argv: list[str], flag: str, takes_value: bool) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == flag:
+            skip = takes_value
+        elif not token.startswith(flag + "="):
+            out.append(token)
+    return out
+
+
+def run_settings(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> int:
+    """One search (and retraining) per setting, run one after the other as NAME-<setting>, then
+    NAME-settings.md/.csv: their retrained results side by side. Re-running the same command
+    skips the settings already reported and resumes an interrupted one."""
+    from search import analyse
+    from search.report import md_table
+
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if "setting" not in exp.defaults:
+        raise UserError(f"--settings: experiment {exp.name} has no `setting` key; pin values with --set instead")
+    if any(a.split("=", 1)[0].strip() == "setting" for a in args.set):
+        raise UserError("--settings runs each setting itself: drop --set setting=...")
+    if not settings or len(set(settings)) < len(settings):
+        raise UserError(f"--settings {args.settings}: give distinct values separated by commas, e.g. cls,cnt,multitask")
+    for s in settings:
+        exp.check({"setting": s})
+    name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    results = args.results.expanduser().resolve() / exp.name
+    base_argv = _without(_without(_without(argv, "--settings", True), "--name", True), "--resume", False)
+    run_dirs = []
+    for s in settings:
+        sub = results / f"{name}-{s}"
+        run_dirs.append(sub)
+        if (sub / "report.md").is_file():
+            print(f"== setting {s}: done before, in {sub}")
+            continue
+        resume = ["--resume"] if (sub / "run.json").is_file() else []
+        print(f"== setting {s}: {'resuming' if resume else 'searching'} as {sub.name}", flush=True)
+        code = main([*base_argv, "--set", f"setting={s}", "--name", sub.name, *resume])
+        if code != 0:
+            return code
+    runs = [analyse.load(d) for d in run_dirs]
+    table = analyse.compare(runs, list(exp.report_metrics) or None)
+    from datasets.files import atomic_write
+    from search.io import write_csv
+
+    write_csv(results / f"{name}-settings.csv", table)
+    text = (f"# {exp.name}: settings {', '.join(settings)}\n\nEach row: one configuration retrained on fresh seeds "
+            f"and scored on the held-out split (mean ± std over seeds). Command: `python -m search.run "
+            f"{shlex.join(argv)}`\n\n{md_table(table)}\n")
+    atomic_write(results / f"{name}-settings.md", lambda f: f.write(text.encode()))
+    print(table.to_string(index=False))
+    print(f"comparison: {results / f'{name}-settings.md'}")
     return 0
 
 

@@ -95,7 +95,9 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
         else:
             status = "stopped"
             reason = f"ASHA stopped it after epoch {last.get('epoch', 0)}" if rows else "never started"
-        metrics = [{k: v for k, v in r.items() if k not in RAY_KEYS and k != NODE} for r in rows]
+        # Ray's `timestamp` (Unix seconds when the epoch was reported) kept: best-so-far against wall time.
+        metrics = [{**{k: v for k, v in r.items() if k not in RAY_KEYS and k != NODE},
+                    "timestamp": r.get("timestamp")} for r in rows]
         for m in metrics:
             history.append({"trial_id": trial_id, **m})
         row: dict[str, Any] = {"trial_id": trial_id, "status": status, "reason": reason, "epochs_run": len(rows),
@@ -107,7 +109,7 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
             best_at = 0 if pd.isna(best_at) else best_at
             row["best_epoch"] = int(frame["epoch"][best_at])
             for k in frame.columns:
-                if k == "epoch":
+                if k in ("epoch", "timestamp"):
                     continue
                 row[f"best_{k}"] = frame[k][best_at]  # every metric at the epoch best on the objective
                 row[f"last_{k}"] = frame[k].iloc[-1]

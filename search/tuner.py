@@ -12,7 +12,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from search.experiment import Data, Dim, Experiment, Float, Int
+from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
@@ -37,18 +37,6 @@ def quiet() -> None:
     # A failed trial is reported by our callback in one line; its traceback stays in its error.txt.
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
-    """The baseline as a point of the space: a value outside a numeric range (weight_decay 0 on a
-    log scale) moves to the nearest bound, which trains the same for all practical purposes."""
-    point = {}
-    for key, dim in space.items():
-        value = base[key]
-        if isinstance(dim, (Float, Int)) and not dim.contains(value):
-            value = type(value)(min(max(value, dim.low), dim.high))
-        point[key] = value
-    return point
 
 
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,

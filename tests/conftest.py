@@ -68,3 +68,17 @@ def generated_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("generated-cache")
     shapes.generated(cache_dir=cache)
     return cache
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, generated_cache):
+    """One finished smoke run (search, retraining of 2 configs + baseline on 2 seeds, report), shared
+    by the retrain, report and analysis tests: (exit code, run directory)."""
+    from search import cli, run
+
+    results = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+        code = cli.run(run.main, ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2",
+                                  "--seeds", "2", "--results", str(results), "--name", "r"])
+    return code, results / "shapes" / "r"

@@ -147,6 +147,13 @@ def inactive(pinned: Mapping[str, Any]) -> set[str]:
     return {"lambda_cnt"} if pinned.get("setting", "multitask") != "multitask" else set()
 
 
+def diagnose(model, config, test, fig_dir):
+    """The report's shapes section (confusions, per-kind errors, misclassified images)."""
+    from search.experiments import shapes_report  # it imports this module: imported when used
+
+    return shapes_report.diagnose(model, config, test, fig_dir)
+
+
 EXPERIMENT = Experiment(
     name="shapes",
     summary="GSN shapes: classify and count geometric shapes (28x28, 135 classes, 6 counts)",
@@ -155,4 +162,7 @@ EXPERIMENT = Experiment(
     budget_cpu=Budget(trials=10, max_epochs=6, grace_epochs=2),  # search + retrain within ~20 min on 2 cores
     budget_gpu=Budget(trials=60, max_epochs=40, grace_epochs=5),
     inactive=inactive,
+    report_metrics=("test_acc", "test_f1", "test_pair_acc", "test_rmse", "test_mae"),
+    curve_metrics=("val_acc", "val_rmse"),
+    diagnose=diagnose,
 )

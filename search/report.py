@@ -1,0 +1,299 @@
+"""report.md: one run's study, verdict and plots, written into the run directory.
+
+    python -m search.report results/shapes/NAME        # rebuild it (also runs at the end of search.run)
+
+Sections follow the tuning playbook: the study (space, budget, hardware, reproduce command), the
+verdict of retraining on fresh seeds against the hand-tuned baseline, the best configurations,
+objective against each hyperparameter with bound checks, training curves, best-so-far against wall
+time, importance, how well ASHA's rungs ranked trials, and the experiment's own diagnostics.
+Figures go to report/ beside it. The same results give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search import analyse, cli, experiments, report_plots, study_stats
+from search.analyse import Run
+from search.config import format_config
+from search.experiment import Choice, DataOptions, Dim, Experiment, matches, warm_start
+from search.io import read_json
+from search.retrain import BASELINE, verdict_sentence
+
+FIGURES = "report"  # folder of the PNGs, beside report.md
+SECTIONS = ("Verdict", "The study", "Best configurations", "Objective against each hyperparameter",
+            "Training curves", "Best so far against wall time", "Hyperparameter importance",
+            "Early stopping: did ASHA's rungs rank trials right?", "Files")
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """A pipe table (pandas' to_markdown needs the tabulate package)."""
+    if frame.empty:
+        return "(none)"
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    return "\n".join([head, "|" + "---|" * len(frame.columns), *("| " + " | ".join(r) + " |" for r in cells)])
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
+    return {k: exp.space[k] for k in run.searched if k in exp.space}
+
+
+def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:
+    """The warm-start trial: the search's first, whose values are the baseline (moved into range)."""
+    point = warm_start(dict(run.info["base_config"]), space)
+    hits = [row["trial_id"] for _, row in run.trials.iterrows() if matches(row, point)]
+    return str(hits[0]) if hits else None
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _link(path: Path | None, alt: str) -> str:
+    return f"![{alt}]({FIGURES}/{path.name})\n" if path is not None else f"({alt}: nothing to draw yet)\n"
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def verdict_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
+    out = ["## Verdict\n"]
+    if run.retrain.empty:
+        return out[0] + f"Not retrained yet: `python -m search.retrain {shown(run.path)}`.\n"
+    metric, v = run.test_objective, run.verdict()
+    out.append(f"Each configuration was trained for {int(run.retrain['config_epochs'].iloc[0])} epochs on the whole "
+               f"training split ({run.info['data'].get('full_train', '?')} images) with the same fresh seeds, then "
+               f"scored once on the {run.info['data'].get('test', '?')} held-out images no trial ever saw.\n")
+    sentence = verdict_sentence(v, metric)
+    out.append("**" + sentence[0].upper() + sentence[1:] + "**\n")
+    best = run.best()
+    if best is not None and best["trial_id"] == _baseline_trial(run, _space(run, exp)):
+        out.append(f"In the search itself no trial beat the baseline's own trial ({best['trial_id']}) on "
+                   f"{run.objective}; the tuned configs retrained here are the best of the others.\n")
+    rows = []
+    for _, r in v.iterrows():
+        rows.append({"config": r["label"], "seeds": int(r["n"]), metric: f"{r['mean']:.4f} ± {r['std']:.4f}",
+                     "95% interval": f"{r['ci_low']:.4f} .. {r['ci_high']:.4f}",
+                     "paired difference to baseline (95%)": "" if r["label"] == BASELINE else
+                     f"{r['diff_mean']:+.4f} ({r['diff_low']:+.4f} .. {r['diff_high']:+.4f})",
+                     "beats baseline": "" if r["label"] == BASELINE else ("yes" if r["beats_baseline"] else "no")})
+    out.append(md_table(pd.DataFrame(rows)) + "\n")
+    out.append("Every test metric, mean ± std over seeds:\n")
+    out.append(md_table(analyse.retrain_table(run, list(exp.report_metrics) or None)) + "\n")
+    seeds = sorted(run.retrain["seed"].unique().tolist())
+    out.append(f"Seeds: {', '.join(map(str, seeds))} (none of them used by a search trial). The paired difference "
+               "compares each tuned run with the baseline run of the same seed; its interval is Student's t over "
+               "seeds.\n")
+    out.append(_link(report_plots.metric_by_label(run.retrain, metric, fig_dir / "retrain_test.png"),
+                     f"{metric} per retrained config"))
+    return "\n".join(out)
+
+
+def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
+    info, plan, t = run.info, run.plan, run.trials
+    counts = t["status"].value_counts().to_dict() if not t.empty else {}
+    wall = info.get("search_wall_s")
+    hw = info.get("hardware", {})
+    lines = ["## The study\n",
+             f"- experiment: **{exp.name}**: {exp.summary}",
+             f"- objective: {run.objective} ({'higher' if run.mode == 'max' else 'lower'} is better), "
+             f"on the validation split ({info['data'].get('val', '?')} images)",
+             f"- data: {info['data'].get('source')}; search trains on {info['data'].get('train', '?')} images",
+             f"- hardware: {hw.get('cpus', 0):g} CPUs, {hw.get('gpus', 0):g} GPUs, {hw.get('nodes', 1)} node(s); "
+             f"{plan['concurrency']} trials at once, {plan['cpus_per_trial']:g} CPU and "
+             f"{plan['gpus_per_trial']:g} GPU each",
+             f"- budget: {plan['trials']} trials, up to {plan['max_epochs']} epochs; ASHA from epoch "
+             f"{plan['grace_epochs']}, keeping 1/{plan['reduction_factor']} at each rung"
+             + (f"; time budget {plan['time_budget_min']:g} min" if plan.get("time_budget_min") else ""),
+             f"- trials: {len(t)} ({', '.join(f'{counts.get(s, 0)} {s}' for s in ('completed', 'stopped', 'failed'))})",
+             "- wall time: " + (f"search {wall / 60:.1f} min" if wall else "search not finished")
+             + (f", retraining {info['retrain_wall_s'] / 60:.1f} min" if info.get("retrain_wall_s") else ""),
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
+             f"- reproduce: `{info.get('command')}`" + (f" (seed {info['base_config'].get('seed')})"),
+             f"- pinned: {format_config(run.pinned) or 'nothing'}\n"]
+    best = run.best()
+    rows = [{"hyperparameter": k, "range": d.describe(), "scale": "categorical" if isinstance(d, Choice) else
+             ("log" if d.log else "linear"), "baseline": _fmt(info["base_config"].get(k)),
+             "best trial": "" if best is None else _fmt(best[k])} for k, d in space.items()]
+    lines.append(md_table(pd.DataFrame(rows)))
+    return "\n".join(lines) + "\n"
+
+
+def best_configs_section(run: Run, exp: Experiment, space: dict[str, Dim], baseline_id: str | None) -> str:
+    ranked = run.ranked()
+    top = ranked[ranked[f"best_{run.objective}"].notna()].head(5) if not ranked.empty else ranked
+    if top.empty:
+        return "## Best configurations\n\nNo trial reported a value.\n"
+    extra = [c for c in (f"best_{m.replace('test_', 'val_')}" for m in exp.report_metrics) if c in top
+             and c != f"best_{run.objective}"]
+    frame = pd.DataFrame({"": ["status", "epochs run", "best epoch", f"best {run.objective}",
+                               *[c.replace("best_", "best ") for c in extra], *space]})
+    for _, r in top.iterrows():
+        tag = r["trial_id"] + (" (baseline)" if r["trial_id"] == baseline_id else "")
+        frame[tag] = [r["status"], int(r["epochs_run"]), int(r["best_epoch"]), _fmt(r[f"best_{run.objective}"]),
+                      *[_fmt(r[c]) for c in extra], *[_fmt(r[k]) for k in space]]
+    note = "" if baseline_id is None or baseline_id in set(top["trial_id"]) else (
+        f"The baseline (warm-start trial {baseline_id}) is not among them.\n")
+    return ("## Best configurations\n\nThe five best trials by their best epoch on the validation split, "
+            "best first. Validation scores at the search's budget; the verdict above is what counts.\n\n"
+            + md_table(frame) + "\n\n" + note)
+
+
+def objective_section(run: Run, space: dict[str, Dim], baseline_id: str | None, fig_dir: Path) -> str:
+    path = report_plots.objective_vs_params(run, space, baseline_id, fig_dir / "objective_vs_params.png")
+    flags = study_stats.bound_flags(run, space)
+    out = ["## Objective against each hyperparameter\n",
+           "One point per trial at its best epoch; stopped trials (ASHA) had fewer epochs than completed ones, "
+           "failed trials without a value sit on the bottom edge. Ringed: the baseline and the best trial.\n",
+           _link(path, "objective against each hyperparameter")]
+    out.append("Search-space bounds: " + ("no best value lies near a bound of its range.\n" if not flags else
+                                          "\n\n" + "\n".join(f"- {f}" for f in flags) + "\n"))
+    return "\n".join(out)
+
+
+def curves_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
+    ranked = run.ranked()
+    ids = list(ranked[ranked[f"best_{run.objective}"].notna()]["trial_id"].head(3)) if not ranked.empty else []
+    out = ["## Training curves\n", f"The {len(ids)} best trials (search data, validation split):\n",
+           _link(report_plots.trial_curves(run, ids, list(exp.curve_metrics), fig_dir / "curves_best_trials.png"),
+                 "training curves of the best trials")]
+    if not run.retrain_history.empty:
+        out += ["Retrain runs (whole training split; no validation split, so training loss only):\n",
+                _link(report_plots.retrain_curves(run, fig_dir / "curves_retrain.png"), "retrain training loss")]
+    return "\n".join(out)
+
+
+def wall_time_section(run: Run, fig_dir: Path) -> str:
+    path = report_plots.best_so_far(run, fig_dir / "best_so_far.png")
+    if path is None:
+        return ("## Best so far against wall time\n\nhistory.csv has no timestamps (a run of an older version).\n")
+    return "## Best so far against wall time\n\n" + _link(path, "best so far against wall time")
+
+
+def importance_section(run: Run, space: dict[str, Dim]) -> str:
+    values, note = study_stats.importance(run, space)
+    out = ["## Hyperparameter importance\n", note + "\n"]
+    if values:
+        frame = pd.DataFrame({"hyperparameter": list(values), "importance": [f"{v:.3f}" for v in values.values()]})
+        out.append(md_table(frame) + "\n")
+    return "\n".join(out)
+
+
+def rungs_section(run: Run) -> str:
+    table = study_stats.rung_correlation(run)
+    out = ["## Early stopping: did ASHA's rungs rank trials right?\n",
+           "At each rung ASHA compares trials on the objective at that epoch and stops the worse ones. The rank "
+           "correlation (Spearman) between a trial's value at the rung and its best value after all epochs, over the "
+           "trials that ran all epochs, says whether that early ranking was right: near 1, the grace period was long "
+           "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period).\n"]
+    if table.empty:
+        return "\n".join(out + ["No rung below the full budget, or no trials.\n"])
+    table["rank correlation"] = [("too few trials" if math.isnan(v) else f"{v:.2f}") for v in table["rank correlation"]]
+    out.append(md_table(table) + "\n")
+    return "\n".join(out)
+
+
+def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
+    """The experiment's own look at the best retrained model (first seed of the tuned config with
+    the best mean test objective) on the held-out split."""
+    if exp.diagnose is None or run.retrain.empty:
+        return ""
+    import torch
+
+    from datasets.errors import DataError
+    from search.config import UserError
+
+    tuned = run.verdict()
+    tuned = tuned[tuned["label"] != BASELINE] if (tuned["label"] != BASELINE).any() else tuned
+    label = tuned.sort_values("mean", ascending=run.mode == "min", kind="stable").iloc[0]["label"]
+    row = run.retrain[run.retrain["label"] == label].sort_values("seed").iloc[0]
+    folder = run.path / "retrain" / f"{label}-seed{int(row['seed'])}"
+    config = read_json(folder / "metrics.json")["config"]
+    title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
+    opts = run.options
+    try:
+        data = exp.load(DataOptions(Path(opts["data_dir"]) if opts.get("data_dir") else None, False, None,
+                                    split_seed=int(opts.get("seed", 0))))
+    except (DataError, UserError) as e:
+        return title + f"Skipped: the run's data cannot be loaded here ({e}).\n"
+    model = exp.task.build_model(config)
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    return title + exp.diagnose(model, config, data.test, fig_dir) + "\n"
+
+
+def files_section(run: Run) -> str:
+    return f"""## Files
+
+| file | what |
+|---|---|
+| trials.csv | one row per trial: status, why it ended, config, best_ and last_ value of every metric |
+| history.csv | one row per trial per epoch |
+| retrain.csv, retrain_history.csv | one row per retrained (config, seed); per epoch of each retrain run |
+| verdict.csv | mean, std, 95% interval and paired difference to the baseline per retrained config |
+| optuna_trials.csv | what Optuna was told about each trial (pruned trials as pruned) |
+| run.json | command, options, plan, hardware, data, space, versions |
+| tune/ | Ray Tune's experiment folder (ExperimentAnalysis, Tuner.restore, TensorBoard) |
+| retrain/ | per retrain run: model.pt (state_dict), metrics.json, history.csv, TensorBoard events |
+
+```python
+from search import analyse
+run = analyse.load("{shown(run.path)}")
+run.trials, run.history, run.retrain        # pandas DataFrames
+```
+
+TensorBoard (trials and retrain runs): `pip install tensorboard && tensorboard --logdir {shown(run.path)}`
+"""
+
+
+def build(run_dir: str | Path, diagnose: bool = True) -> Path:
+    """Write report.md and its figures; returns the report's path."""
+    from datasets.files import atomic_write
+
+    run = analyse.load(run_dir)
+    exp = experiments.get(run.experiment)
+    space = _space(run, exp)
+    fig_dir = run.path / FIGURES
+    fig_dir.mkdir(exist_ok=True)
+    baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
+    title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.info.get('command')}`\n"
+    parts = [title, verdict_section(run, exp, fig_dir), study_section(run, exp, space),
+             best_configs_section(run, exp, space, baseline_id), objective_section(run, space, baseline_id, fig_dir),
+             curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),
+             rungs_section(run), diagnostics_section(run, exp, fig_dir) if diagnose else "", files_section(run)]
+    text = "\n".join(p for p in parts if p)
+    path = run.path / "report.md"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def main(argv: list[str]) -> int:
+    p = cli.ArgumentParser(prog="python -m search.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="a run, e.g. results/shapes/NAME")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip the section that reloads data and model")
+    args = p.parse_args(argv)
+    print(f"report: {build(args.run_dir, diagnose=not args.no_diagnostics)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(main, sys.argv[1:]))

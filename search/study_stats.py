@@ -1,0 +1,129 @@
+"""Numbers the report states about a study: which best values sit near a search bound, which
+hyperparameters mattered (Optuna's importance), and whether ASHA's rungs ranked trials like their
+final scores did (rank correlation)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from search.analyse import Run
+from search.experiment import Choice, Dim, Float, Int
+
+NEAR_BOUND = 0.05  # a value in the outer 5% of its range (in log space for log dimensions) is "near a bound"
+MIN_TRIALS_IMPORTANCE = 5
+
+
+def position(value: float, dim: Float | Int) -> float:
+    """Where `value` sits in the range of `dim`: 0 at the low bound, 1 at the high one."""
+    lo, hi, v = dim.low, dim.high, min(max(float(value), dim.low), dim.high)
+    if dim.log:
+        lo, hi, v = math.log(lo), math.log(hi), math.log(v)
+    return (v - lo) / (hi - lo) if hi > lo else 0.5
+
+
+def bound_flags(run: Run, space: dict[str, Dim], top: int = 3) -> list[str]:
+    """Sentences for each numeric hyperparameter whose best trial lies near a bound of its range,
+    with how many of the `top` best trials are there too (a sign the range should be widened)."""
+    ranked = run.ranked()
+    ranked = ranked[ranked[f"best_{run.objective}"].notna()] if not ranked.empty else ranked
+    if ranked.empty:
+        return []
+    best, leaders = ranked.iloc[0], ranked.head(top)
+    flags = []
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            continue
+        p = position(best[key], dim)
+        if NEAR_BOUND < p < 1 - NEAR_BOUND:
+            continue
+        side, bound = ("lower", dim.low) if p <= NEAR_BOUND else ("upper", dim.high)
+        at_side = (lambda q: q <= NEAR_BOUND) if side == "lower" else (lambda q: q >= 1 - NEAR_BOUND)
+        near = sum(at_side(position(v, dim)) for v in leaders[key])
+        flags.append(f"**{key}**: the best trial's value {best[key]:.3g} is near the {side} bound {bound:g} "
+                     f"({near} of the top {len(leaders)} trials are there); widen the range past {bound:g} "
+                     "if that value is allowed, or accept that the optimum may lie outside.")
+    return flags
+
+
+def _distribution(dim: Dim) -> optuna.distributions.BaseDistribution:
+    if isinstance(dim, Float):
+        return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+    if isinstance(dim, Int):
+        return optuna.distributions.IntDistribution(dim.low, dim.high, log=dim.log)
+    return optuna.distributions.CategoricalDistribution(list(dim.options))
+
+
+def _param(value: Any, dim: Dim) -> Any:
+    if isinstance(dim, Choice):  # CSV gives 64 or "64" or "adam": match the option by its text
+        return next(o for o in dim.options if str(o) == str(value))
+    clipped = min(max(float(value), dim.low), dim.high)  # the warm start may sit just outside (weight_decay 0)
+    return int(round(clipped)) if isinstance(dim, Int) else clipped
+
+
+def importance(run: Run, space: dict[str, Dim]) -> tuple[dict[str, float], str]:
+    """(importance per hyperparameter, a note on how it was computed or why not). Optuna's
+    PED-ANOVA evaluator over a study rebuilt from trials.csv: every trial with a value counts, ASHA-
+    stopped ones at their best value (which favours hyperparameters that learn fast)."""
+    column = f"best_{run.objective}"
+    usable = run.trials[(run.trials["status"] != "failed") & run.trials[column].notna()] if not run.trials.empty \
+        else run.trials
+    if len(usable) < MIN_TRIALS_IMPORTANCE:
+        return {}, f"not computed: {len(usable)} trials with a value, at least {MIN_TRIALS_IMPORTANCE} are needed."
+    varied = {k: d for k, d in space.items() if usable[k].nunique() > 1}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line in the output
+    study = optuna.create_study(direction="maximize" if run.mode == "max" else "minimize")
+    dists = {k: _distribution(d) for k, d in varied.items()}
+    for _, row in usable.iterrows():
+        study.add_trial(optuna.trial.create_trial(params={k: _param(row[k], d) for k, d in varied.items()},
+                                                  distributions=dists, value=float(row[column])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning: PED-ANOVA is marked experimental
+        try:
+            values = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=True)
+        except (ValueError, RuntimeError) as e:
+            return {}, f"not computed: Optuna's evaluator refused these trials ({e})."
+    note = (f"Optuna's PED-ANOVA evaluator over {len(usable)} trials (the top 10% against all), normalised to "
+            "sum to 1; ASHA-stopped trials enter at their best value.")
+    if len(usable) < 30:
+        note += f" With {len(usable)} trials this is a rough guide, not a measurement."
+    return {k: float(v) for k, v in values.items()}, note
+
+
+def rungs(plan: dict[str, Any]) -> list[int]:
+    """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ..."""
+    out, r = [], int(plan["grace_epochs"])
+    while r < int(plan["max_epochs"]):
+        out.append(r)
+        r *= int(plan["reduction_factor"])
+    return out
+
+
+def rank_corr(a: pd.Series, b: pd.Series) -> float:
+    """Spearman's rho: Pearson's correlation of the ranks (ties share their mean rank)."""
+    if len(a) < 3 or a.nunique() < 2 or b.nunique() < 2:
+        return math.nan
+    return float(np.corrcoef(a.rank().to_numpy(), b.rank().to_numpy())[0, 1])
+
+
+def rung_correlation(run: Run) -> pd.DataFrame:
+    """Per rung: trials that reached it, trials ASHA stopped there, and the rank correlation between
+    the objective at the rung and the best objective of the trials that ran all epochs."""
+    rows, h, t = [], run.history, run.trials
+    if h.empty or t.empty:
+        return pd.DataFrame()
+    full = t[(t["status"] == "completed") & t[f"best_{run.objective}"].notna()].set_index("trial_id")
+    for r in rungs(run.plan):
+        at = h[h["epoch"] == r].set_index("trial_id")[run.objective]
+        both = at.index.intersection(full.index)
+        stopped = int(((t["status"] == "stopped") & (t["epochs_run"] == r)).sum())
+        rows.append({"rung (epoch)": r, "trials reached": len(at), "stopped here": stopped,
+                     "ran all epochs": len(both),
+                     "rank correlation": rank_corr(at[both], full.loc[both, f"best_{run.objective}"])})
+    return pd.DataFrame(rows)

@@ -1,0 +1,105 @@
+"""The numbers the report states: bound checks, importance, ASHA rung correlation; which configs
+are retrained. On hand-built frames, where the right answer is known."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search import retrain, study_stats
+from search.analyse import Run
+from search.experiment import Choice, Float
+from search.io import write_json
+
+SPACE = {"lr": Float(1e-4, 1e-1, log=True), "dropout": Float(0.0, 0.5), "opt": Choice(("adam", "sgd"))}
+
+
+def make_run(trials: pd.DataFrame, history: pd.DataFrame | None = None, plan: dict | None = None) -> Run:
+    info = {"experiment": "shapes", "objective": "val_acc", "mode": "max", "searched": list(SPACE),
+            "plan": plan or {"grace_epochs": 1, "max_epochs": 4, "reduction_factor": 2}}
+    return Run(Path("."), info, trials, history if history is not None else pd.DataFrame())
+
+
+def test_position_is_linear_or_logarithmic():
+    assert study_stats.position(1e-2, SPACE["lr"]) == pytest.approx(2 / 3)  # 1e-4 .. 1e-1: three decades
+    assert study_stats.position(0.25, SPACE["dropout"]) == pytest.approx(0.5)
+
+
+def test_bound_flags_name_the_hyperparameter_at_a_bound_only():
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "status": ["completed"] * 4,
+                           "best_val_acc": [0.9, 0.8, 0.7, 0.1], "lr": [0.099, 0.095, 1e-3, 1e-4],
+                           "dropout": [0.25, 0.3, 0.2, 0.0], "opt": ["adam"] * 4})
+    flags = study_stats.bound_flags(make_run(trials), SPACE)
+    assert len(flags) == 1 and "**lr**" in flags[0] and "upper bound 0.1" in flags[0]
+    assert "2 of the top 3" in flags[0]
+    inside = trials.assign(lr=[1e-2, 1e-2, 1e-3, 1e-4])
+    assert study_stats.bound_flags(make_run(inside), SPACE) == []
+
+
+def test_importance_ranks_the_parameter_that_decides_the_objective_first():
+    rng = np.random.default_rng(0)
+    n = 40
+    lr = 10 ** rng.uniform(-4, -1, n)
+    trials = pd.DataFrame({"trial_id": [f"t{i}" for i in range(n)], "status": ["completed"] * n,
+                           "lr": lr, "dropout": rng.uniform(0, 0.5, n), "opt": rng.choice(["adam", "sgd"], n),
+                           "best_val_acc": -np.abs(np.log10(lr) + 2.5)})  # best at lr = 10^-2.5, noise-free
+    values, note = study_stats.importance(make_run(trials), SPACE)
+    assert max(values, key=values.get) == "lr"
+    assert sum(values.values()) == pytest.approx(1.0)
+    assert "40 trials" in note
+    few, why = study_stats.importance(make_run(trials.head(3)), SPACE)
+    assert few == {} and "3 trials" in why
+
+
+def test_rungs_follow_asha_milestones():
+    assert study_stats.rungs({"grace_epochs": 2, "max_epochs": 6, "reduction_factor": 2}) == [2, 4]
+    assert study_stats.rungs({"grace_epochs": 5, "max_epochs": 40, "reduction_factor": 3}) == [5, 15]
+    assert study_stats.rungs({"grace_epochs": 1, "max_epochs": 1, "reduction_factor": 2}) == []
+
+
+def test_rank_correlation_per_rung():
+    # four trials ran all 4 epochs; their epoch-1 order agrees with their final order except one swap
+    final = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}
+    at1 = {"a": 0.5, "b": 0.4, "c": 0.2, "d": 0.3, "e": 0.1}
+    rows = [{"trial_id": t, "epoch": 1, "val_acc": v} for t, v in at1.items()]
+    rows += [{"trial_id": t, "epoch": e, "val_acc": final[t] - (4 - e) * 0.01} for t in final for e in (2, 3, 4)]
+    trials = pd.DataFrame({"trial_id": list(at1), "status": ["completed"] * 4 + ["stopped"],
+                           "epochs_run": [4, 4, 4, 4, 1], "best_val_acc": [*final.values(), 0.1]})
+    table = study_stats.rung_correlation(make_run(trials, pd.DataFrame(rows)))
+    r1 = table.set_index("rung (epoch)").loc[1]
+    assert r1["trials reached"] == 5 and r1["stopped here"] == 1 and r1["ran all epochs"] == 4
+    assert r1["rank correlation"] == pytest.approx(0.8)  # 1 - 6*(1+1)/(4*15)
+    r2 = table.set_index("rung (epoch)").loc[2]
+    assert r2["rank correlation"] == pytest.approx(1.0)
+    assert math.isnan(study_stats.rank_corr(pd.Series([1.0, 2.0]), pd.Series([2.0, 1.0])))  # too few
+
+
+def test_retrained_top_configs_skip_the_warm_start_and_duplicates():
+    from search import experiments
+
+    exp = experiments.get("shapes")
+    searched = list(exp.space)
+    base = {**exp.defaults}
+    warm = {**base, "weight_decay": 1e-6}  # the warm-start point: weight_decay 0 moved into the log range
+    other = {**base, "lr": 3e-3}
+    trials = pd.DataFrame([{**warm, "trial_id": "w", "status": "completed", "best_val_acc": 0.9},
+                           {**other, "trial_id": "x", "status": "stopped", "best_val_acc": 0.8},
+                           {**other, "trial_id": "x2", "status": "completed", "best_val_acc": 0.7},
+                           {**base, "lr": 5e-3, "trial_id": "y", "status": "failed", "best_val_acc": 0.95},
+                           {**base, "lr": 2e-4, "trial_id": "z", "status": "completed", "best_val_acc": 0.5}])
+    picked = retrain.top_configs(trials, exp, searched, 3, base)
+    assert [tid for tid, _ in picked] == ["x", "z"]
+    assert picked[0][1]["lr"] == 3e-3
+
+
+def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):
+    job = retrain.Job("top1", {"lr": 1e-3, "seed": 1000}, 1000, "t")
+    assert not retrain.done_before(tmp_path, job)
+    write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 1e-3, "seed": 1000}})
+    assert retrain.done_before(tmp_path, job)
+    write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 2e-3, "seed": 1000}})
+    assert not retrain.done_before(tmp_path, job)
