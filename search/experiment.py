@@ -139,6 +139,13 @@ class DataOptions:
     download: bool = False
     subset: int | None = None  # cap on training samples (smoke runs)
     split_seed: int = 0  # the inner train/validation split
+    source: str | None = None  # which of the experiment's data sources (None: its first)
+
+    @classmethod
+    def of_run(cls, options: Mapping[str, Any]) -> DataOptions:
+        """The data a finished run used, from run.json's options (never downloads again)."""
+        return cls(Path(options["data_dir"]) if options.get("data_dir") else None, False, None,
+                   split_seed=int(options.get("seed", 0)), source=options.get("source"))
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ class Budget:
     trials: int
     max_epochs: int
     grace_epochs: int  # ASHA's first rung: no trial is stopped before this many epochs
+    retrain_top_k: int | None = None  # None: the hardware's default (1 on CPU, 3 on GPU)
+    retrain_seeds: int | None = None  # None: the hardware's default (2 on CPU, 3 on GPU)
 
 
 @dataclass(frozen=True)
@@ -163,15 +172,24 @@ class Experiment:
     mode: str = "max"
     budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
+    # Data sources `--source` picks from (the first is the default); empty: the option is refused.
+    sources: tuple[str, ...] = ()
     # Keys pinned together with another key's value (e.g. lambda_cnt only matters for multitask).
     inactive: Callable[[Mapping[str, Any]], set[str]] = lambda pinned: set()
     # Test metrics in the report's tables (default: every test_ metric) and validation metrics
     # drawn per epoch beside the losses in its training curves.
     report_metrics: tuple[str, ...] = ()
     curve_metrics: tuple[str, ...] = ("val_acc",)
+    # Report section on the study itself: study_extras(run (search.analyse.Run), figure folder) -> markdown.
+    study_extras: Callable[[Any, Path], str] | None = None
     # Report section on the best retrained model: diagnose(model, config, test split, figure folder)
     # writes its PNGs into the folder and returns markdown linking them as "<folder name>/<file>".
     diagnose: Callable[[Any, Mapping[str, Any], Split, Path], str] | None = None
+
+    def check_source(self, source: str | None) -> None:
+        if source is not None and source not in self.sources:
+            raise UserError(f"--source {source}: " + (f"{self.name} reads {', '.join(self.sources)}" if self.sources
+                                                        else f"{self.name} has one data source; drop --source"))
 
     def check(self, config: Mapping[str, Any]) -> None:
         """Raise UserError on any key whose value is invalid for this experiment."""

@@ -90,7 +90,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         subset=SMOKE_SUBSET if smoke else (None if hw.gpus else CPU_SEARCH_SUBSET),
         time_budget_min=time_budget_min,
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
-        retrain_top_k=top_k or (3 if hw.gpus else 1), retrain_seeds=seeds or (3 if hw.gpus else 2),
+        retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
+        retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
         retrain_subset=SMOKE_SUBSET if smoke else None,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)

@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
     p.add_argument("--download", action="store_true", help="fetch the experiment's public data set first")
+    p.add_argument("--source", help="which data source, for experiments with several (see --list)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a parameter (removes it from the search space), e.g. --set setting=cls")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler, the data split and every trial")
@@ -69,12 +70,15 @@ def list_experiments() -> str:
     for name in experiments.names():
         e = experiments.get(name)
         lines.append(f"{name:<14} {e.summary}  [objective {e.objective} ({e.mode}); "
-                     f"searches {', '.join(e.space)}]")
+                     f"searches {', '.join(e.space)}" + (f"; --source {'|'.join(e.sources)}" if e.sources else "")
+                     + "]")
     return "\n".join(lines)
 
 
 def searched_space(exp: Experiment, pinned: dict[str, Any]) -> dict:
-    inactive = exp.inactive({**exp.defaults, **pinned})
+    # Values fixed for the whole search: the pins, and defaults of keys that are not searched.
+    fixed = {k: v for k, v in {**exp.defaults, **pinned}.items() if k in pinned or k not in exp.space}
+    inactive = exp.inactive(fixed)
     return {k: d for k, d in exp.space.items() if k not in pinned and k not in inactive}
 
 
@@ -153,6 +157,7 @@ def main(argv: list[str]) -> int:
     if not args.experiment:
         raise UserError("name an experiment, e.g. `python -m search.run shapes` (see --list)")
     exp = experiments.get(args.experiment)
+    exp.check_source(args.source)
     if args.settings:
         return run_settings(exp, args, argv)
     if args.data_dir is not None:  # absolute: retraining and --resume may run from another folder
@@ -206,7 +211,7 @@ def main(argv: list[str]) -> int:
     hw = local_hardware() if not args.address else None
     plan = plan_for(hw) if hw else None  # a cluster's plan needs its resources: after joining it
 
-    data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed))
+    data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed, source=args.source))
 
     # ------------------------------------------------------------ Ray from here on
     import ray

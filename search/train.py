@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment name (python -m search.run --list)")
     p.add_argument("--data-dir", type=Path, help="the experiment's data (folder or zip); default: offline data")
     p.add_argument("--download", action="store_true", help="fetch the experiment's public data set first")
+    p.add_argument("--source", help="which data source, for experiments with several (see search.run --list)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--epochs", type=int, help="shorthand for --set epochs=E")
     p.add_argument("--seed", type=int, help="shorthand for --set seed=S")
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     experiment = experiments.get(args.experiment)
+    experiment.check_source(args.source)
     overrides = parse_assignments(args.set)
     for key in ("epochs", "seed"):
         if getattr(args, key) is not None:
@@ -56,7 +58,8 @@ def main(argv: list[str]) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not an empty folder; choose another --out or remove it")
 
-    data = experiment.load(DataOptions(args.data_dir, args.download, args.subset, split_seed=0))
+    data = experiment.load(DataOptions(args.data_dir, args.download, args.subset, split_seed=0,
+                                             source=args.source))
     precision = resolve_precision(config["precision"], device)
     print(f"{experiment.name}: {data.info}")
     print(f"config: {format_config(config)}")

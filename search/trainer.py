@@ -133,6 +133,8 @@ def predict(task: Task, model: nn.Module, data: Split, config: dict, precision: 
             chunks.append(model(x))
     if isinstance(chunks[0], tuple):
         return tuple(torch.cat([c[k].float() for c in chunks]) for k in range(len(chunks[0])))
+    if isinstance(chunks[0], dict):
+        return {k: torch.cat([c[k].float() for c in chunks]) for k in chunks[0]}
     return torch.cat([c.float() for c in chunks])
 
 

@@ -9,9 +9,9 @@ from search.experiment import Experiment
 def _registry() -> dict[str, Experiment]:
     # Imported here, not at module level, so `--list` and errors stay fast and each experiment's
     # module (and its data code) only loads when asked for.
-    from search.experiments import shapes
+    from search.experiments import digit_pairs, shapes
 
-    return {e.name: e for e in (shapes.EXPERIMENT,)}
+    return {e.name: e for e in (shapes.EXPERIMENT, digit_pairs.EXPERIMENT)}
 
 
 def names() -> list[str]:
