@@ -21,7 +21,7 @@ import pandas as pd
 from search import analyse, cli, experiments, report_plots, study_stats
 from search.analyse import Run
 from search.config import format_config
-from search.experiment import Choice, DataOptions, Dim, Experiment, matches, warm_start
+from search.experiment import LOOP_LIMITS, Choice, DataOptions, Dim, Experiment, matches, warm_start
 from search.io import read_json
 from search.retrain import BASELINE, verdict_sentence
 
@@ -159,11 +159,12 @@ def best_configs_section(run: Run, exp: Experiment, space: dict[str, Dim], basel
             + md_table(frame) + "\n\n" + note)
 
 
-def objective_section(run: Run, space: dict[str, Dim], baseline_id: str | None, fig_dir: Path) -> str:
+def objective_section(run: Run, space: dict[str, Dim], limits: dict, baseline_id: str | None, fig_dir: Path) -> str:
     path = report_plots.objective_vs_params(run, space, baseline_id, fig_dir / "objective_vs_params.png")
-    flags = study_stats.bound_flags(run, space)
+    flags = study_stats.bound_flags(run, space, limits)
     out = ["## Objective against each hyperparameter\n",
-           "One point per trial at its best epoch; stopped trials (ASHA) had fewer epochs than completed ones, "
+           "One point per trial at its best epoch, larger for more epochs run (a trial ASHA stopped early scored "
+           "after fewer epochs, which says as much about its training length as its configuration); "
            "failed trials without a value sit on the bottom edge. Ringed: the baseline and the best trial.\n",
            _link(path, "objective against each hyperparameter")]
     out.append("Search-space bounds: " + ("no best value lies near a bound of its range.\n" if not flags else
@@ -205,10 +206,15 @@ def rungs_section(run: Run) -> str:
            "At each rung ASHA compares trials on the objective at that epoch and stops the worse ones. The rank "
            "correlation (Spearman) between a trial's value at the rung and its best value after all epochs, over the "
            "trials that ran all epochs, says whether that early ranking was right: near 1, the grace period was long "
-           "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period).\n"]
+           "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period). Few trials run all "
+           "epochs on a small budget, so the value at the next rung, over every trial that reached it, is shown "
+           "too.\n"]
     if table.empty:
         return "\n".join(out + ["No rung below the full budget, or no trials.\n"])
-    table["rank correlation"] = [("too few trials" if math.isnan(v) else f"{v:.2f}") for v in table["rank correlation"]]
+    for kind in ("vs final", "vs next"):
+        corr, n = table[f"{kind}: rank corr."], table[f"{kind}: trials"]
+        table[f"{kind}: rank corr."] = ["too few trials" if math.isnan(v) else f"{v:.2f}" + (
+            " (few trials: unreliable)" if k < 10 else "") for v, k in zip(corr, n, strict=True)]
     out.append(md_table(table) + "\n")
     return "\n".join(out)
 
@@ -232,8 +238,7 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
     opts = run.options
     try:
-        data = exp.load(DataOptions(Path(opts["data_dir"]) if opts.get("data_dir") else None, False, None,
-                                    split_seed=int(opts.get("seed", 0))))
+        data = exp.load(DataOptions.of_run(opts))
     except (DataError, UserError) as e:
         return title + f"Skipped: the run's data cannot be loaded here ({e}).\n"
     model = exp.task.build_model(config)
@@ -276,10 +281,13 @@ def build(run_dir: str | Path, diagnose: bool = True) -> Path:
     fig_dir.mkdir(exist_ok=True)
     baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
     title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.info.get('command')}`\n"
+    limits = {**LOOP_LIMITS, **exp.limits}
     parts = [title, verdict_section(run, exp, fig_dir), study_section(run, exp, space),
-             best_configs_section(run, exp, space, baseline_id), objective_section(run, space, baseline_id, fig_dir),
+             best_configs_section(run, exp, space, baseline_id),
+             objective_section(run, space, limits, baseline_id, fig_dir),
              curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),
-             rungs_section(run), diagnostics_section(run, exp, fig_dir) if diagnose else "", files_section(run)]
+             rungs_section(run), exp.study_extras(run, fig_dir) if exp.study_extras else "",
+             diagnostics_section(run, exp, fig_dir) if diagnose else "", files_section(run)]
     text = "\n".join(p for p in parts if p)
     path = run.path / "report.md"
     atomic_write(path, lambda f: f.write(text.encode()))

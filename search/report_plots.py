@@ -53,11 +53,12 @@ def objective_vs_params(run: Run, space: dict[str, Dim], baseline_id: str | None
                 ax.set_xscale("log")
             ax.set_xlim(*_padded(dim))
         y = values.where(np.isfinite(values), floor)
+        size = 8 + 32 * trials["epochs_run"].to_numpy() / max(1, int(run.plan["max_epochs"]))  # points^2
         for status, style in STATUS_STYLE.items():
             sel = (trials["status"] == status).to_numpy()
             if sel.any():
-                ax.scatter(x[sel], y[sel], s=18, marker=style["marker"], color=style["color"], label=style["label"],
-                           linewidths=1)
+                ax.scatter(x[sel], y[sel], s=size[sel], marker=style["marker"], color=style["color"],
+                           label=style["label"], linewidths=1)
         rings = ((baseline_id, "black", "baseline", 190), (None if best is None else best["trial_id"], "tab:green",
                                                                 "best", 90))  # nested rings when they coincide
         for tid, colour, label, size in rings:

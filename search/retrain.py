@@ -227,8 +227,7 @@ def retrain(run_dir: Path, *, top_k: int, seeds: int, epochs: int | None, cpus: 
     jobs = plan_jobs(run_dir, exp, top_k, seeds, epochs)
     if data is None:
         opts = info["options"]
-        data = exp.load(DataOptions(Path(opts["data_dir"]) if opts.get("data_dir") else None,
-                                    bool(opts.get("download")), None, split_seed=int(opts.get("seed", 0))))
+        data = exp.load(DataOptions.of_run(opts))
     subset = info["plan"].get("retrain_subset")
     if subset:  # a smoke run retrains on a slice too
         data.full_train = Split(data.full_train.x[:subset], data.full_train.y[:subset])

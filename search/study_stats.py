@@ -27,9 +27,10 @@ def position(value: float, dim: Float | Int) -> float:
     return (v - lo) / (hi - lo) if hi > lo else 0.5
 
 
-def bound_flags(run: Run, space: dict[str, Dim], top: int = 3) -> list[str]:
+def bound_flags(run: Run, space: dict[str, Dim], limits: dict[str, Any] | None = None, top: int = 3) -> list[str]:
     """Sentences for each numeric hyperparameter whose best trial lies near a bound of its range,
-    with how many of the `top` best trials are there too (a sign the range should be widened)."""
+    with how many of the `top` best trials are there too (a sign the range should be widened,
+    unless the bound is also the end of the valid values, e.g. a probability of 0)."""
     ranked = run.ranked()
     ranked = ranked[ranked[f"best_{run.objective}"].notna()] if not ranked.empty else ranked
     if ranked.empty:
@@ -45,9 +46,13 @@ def bound_flags(run: Run, space: dict[str, Dim], top: int = 3) -> list[str]:
         side, bound = ("lower", dim.low) if p <= NEAR_BOUND else ("upper", dim.high)
         at_side = (lambda q: q <= NEAR_BOUND) if side == "lower" else (lambda q: q >= 1 - NEAR_BOUND)
         near = sum(at_side(position(v, dim)) for v in leaders[key])
+        limit = (limits or {}).get(key)
+        hard = limit is not None and bound == (limit.low if side == "lower" else limit.high)
+        advice = (f"{bound:g} is also the {'lowest' if side == 'lower' else 'highest'} valid value, so the range "
+                  "cannot widen: the search prefers this end." if hard else
+                  f"widen the range past {bound:g}, or accept that the optimum may lie outside it.")
         flags.append(f"**{key}**: the best trial's value {best[key]:.3g} is near the {side} bound {bound:g} "
-                     f"({near} of the top {len(leaders)} trials are there); widen the range past {bound:g} "
-                     "if that value is allowed, or accept that the optimum may lie outside.")
+                     f"({near} of the top {len(leaders)} trials are there); {advice}")
     return flags
 
 
@@ -113,17 +118,24 @@ def rank_corr(a: pd.Series, b: pd.Series) -> float:
 
 
 def rung_correlation(run: Run) -> pd.DataFrame:
-    """Per rung: trials that reached it, trials ASHA stopped there, and the rank correlation between
-    the objective at the rung and the best objective of the trials that ran all epochs."""
+    """Per rung: trials that reached it, trials ASHA stopped there, and two rank correlations of the
+    objective at the rung: with the best value of the trials that ran all epochs (few, on a small
+    budget), and with the value at the next rung (or the last epoch) of the trials that got there."""
     rows, h, t = [], run.history, run.trials
     if h.empty or t.empty:
         return pd.DataFrame()
     full = t[(t["status"] == "completed") & t[f"best_{run.objective}"].notna()].set_index("trial_id")
-    for r in rungs(run.plan):
+    milestones = rungs(run.plan)
+    for i, r in enumerate(milestones):
         at = h[h["epoch"] == r].set_index("trial_id")[run.objective]
         both = at.index.intersection(full.index)
+        nxt = milestones[i + 1] if i + 1 < len(milestones) else int(run.plan["max_epochs"])
+        later = h[h["epoch"] == nxt].set_index("trial_id")[run.objective]
+        reached = at.index.intersection(later.index)
         stopped = int(((t["status"] == "stopped") & (t["epochs_run"] == r)).sum())
         rows.append({"rung (epoch)": r, "trials reached": len(at), "stopped here": stopped,
-                     "ran all epochs": len(both),
-                     "rank correlation": rank_corr(at[both], full.loc[both, f"best_{run.objective}"])})
+                     "vs final: trials": len(both),
+                     "vs final: rank corr.": rank_corr(at[both], full.loc[both, f"best_{run.objective}"]),
+                     "vs next: epoch": nxt, "vs next: trials": len(reached),
+                     "vs next: rank corr.": rank_corr(at[reached], later[reached])})
     return pd.DataFrame(rows)

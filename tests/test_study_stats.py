@@ -12,7 +12,7 @@ import pytest
 
 from search import retrain, study_stats
 from search.analyse import Run
-from search.experiment import Choice, Float
+from search.experiment import PROBABILITY, Choice, Float
 from search.io import write_json
 
 SPACE = {"lr": Float(1e-4, 1e-1, log=True), "dropout": Float(0.0, 0.5), "opt": Choice(("adam", "sgd"))}
@@ -35,7 +35,11 @@ def test_bound_flags_name_the_hyperparameter_at_a_bound_only():
                            "dropout": [0.25, 0.3, 0.2, 0.0], "opt": ["adam"] * 4})
     flags = study_stats.bound_flags(make_run(trials), SPACE)
     assert len(flags) == 1 and "**lr**" in flags[0] and "upper bound 0.1" in flags[0]
-    assert "2 of the top 3" in flags[0]
+    assert "2 of the top 3" in flags[0] and "widen the range" in flags[0]
+    # a bound that is also the end of the valid values (a probability of 0) cannot be widened
+    at_zero = trials.assign(lr=[1e-2] * 4, dropout=[0.0, 0.01, 0.2, 0.3])
+    (flag,) = study_stats.bound_flags(make_run(at_zero), SPACE, {"dropout": PROBABILITY})
+    assert "**dropout**" in flag and "cannot widen" in flag
     inside = trials.assign(lr=[1e-2, 1e-2, 1e-3, 1e-4])
     assert study_stats.bound_flags(make_run(inside), SPACE) == []
 
@@ -71,10 +75,13 @@ def test_rank_correlation_per_rung():
                            "epochs_run": [4, 4, 4, 4, 1], "best_val_acc": [*final.values(), 0.1]})
     table = study_stats.rung_correlation(make_run(trials, pd.DataFrame(rows)))
     r1 = table.set_index("rung (epoch)").loc[1]
-    assert r1["trials reached"] == 5 and r1["stopped here"] == 1 and r1["ran all epochs"] == 4
-    assert r1["rank correlation"] == pytest.approx(0.8)  # 1 - 6*(1+1)/(4*15)
+    assert r1["trials reached"] == 5 and r1["stopped here"] == 1 and r1["vs final: trials"] == 4
+    assert r1["vs final: rank corr."] == pytest.approx(0.8)  # 1 - 6*(1+1)/(4*15)
+    assert r1["vs next: epoch"] == 2 and r1["vs next: trials"] == 4  # e was stopped at epoch 1
+    assert r1["vs next: rank corr."] == pytest.approx(0.8)  # epoch 2 keeps the final order
     r2 = table.set_index("rung (epoch)").loc[2]
-    assert r2["rank correlation"] == pytest.approx(1.0)
+    assert r2["vs final: rank corr."] == pytest.approx(1.0)
+    assert r2["vs next: epoch"] == 4 and r2["vs next: rank corr."] == pytest.approx(1.0)
     assert math.isnan(study_stats.rank_corr(pd.Series([1.0, 2.0]), pd.Series([2.0, 1.0])))  # too few
 
 
