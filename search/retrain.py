@@ -26,6 +26,7 @@ from search import cli, experiments, tensorboard
 from search.config import UserError, format_config
 from search.experiment import DataOptions, Experiment, matches, warm_start
 from search.io import read_json, write_csv, write_json
+from search.lock import RunLock
 from search.tables import best_trial
 from search.trainer import Split
 
@@ -270,6 +271,7 @@ def main(argv: list[str]) -> int:
     plan = read_json(run_dir / "run.json")["plan"]
     import ray
 
+    lock = RunLock(run_dir).acquire()  # not while the search (or another retraining) writes this run
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
     try:
         retrain(run_dir, top_k=args.top_k or plan.get("retrain_top_k", 1), seeds=args.seeds or plan.get(
@@ -278,6 +280,7 @@ def main(argv: list[str]) -> int:
             if args.gpus_per_run is None else args.gpus_per_run)
     finally:
         ray.shutdown()
+        lock.release()
     from search.report import build
 
     print(f"report: {build(run_dir)}")

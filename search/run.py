@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from search import cli, experiments
 from search.config import UserError, check_known, format_config, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import read_json, write_json
+from search.lock import LOCK, RunLock
 from search.plan import Hardware, Plan, estimate_minutes, local_hardware, make_plan, measure_images_per_second
 from search.trainer import Split
 
@@ -57,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
                    "(e.g. cls,cnt,multitask), each named NAME-<setting>, then a table comparing them")
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name NAME")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run --name NAME")
     p.add_argument("--results", type=Path, default=ROOT, help="results root (default ./results)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="join this Ray cluster (default $RAY_ADDRESS; none: start a local Ray)")
@@ -191,8 +194,10 @@ def main(argv: list[str]) -> int:
     results = args.results.expanduser().resolve()
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = results / exp.name / name
-    if not args.resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir} already exists; pick another --name, or add --resume to continue it")
+    if not args.resume and not args.overwrite and run_dir.exists() and any(
+            p.name != LOCK for p in run_dir.iterdir()):
+        raise UserError(f"{run_dir} already exists; pick another --name, add --resume to continue it, "
+                        "or --overwrite to replace it")
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe = results / f".write-test-{os.getpid()}"
@@ -210,10 +215,20 @@ def main(argv: list[str]) -> int:
 
     hw = local_hardware() if not args.address else None
     plan = plan_for(hw) if hw else None  # a cluster's plan needs its resources: after joining it
-
     data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed, source=args.source))
 
-    # ------------------------------------------------------------ Ray from here on
+    with RunLock(run_dir):  # refuses while another process writes this run
+        if args.overwrite and not args.resume:  # only now: every check above has passed
+            for old in run_dir.iterdir():
+                if old.name != LOCK:
+                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        return _search(args, argv, exp, previous, base, pinned, space, run_dir, name, hw, plan, plan_for, data)
+
+
+def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous: dict | None, base: dict,
+            pinned: dict, space: dict, run_dir: Path, name: str, hw: Hardware | None, plan: Plan | None,
+            plan_for, data) -> int:
+    """Start or join Ray, search, retrain, report (the run directory is locked by the caller)."""
     import ray
 
     from search.tuner import run_search

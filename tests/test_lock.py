@@ -1,0 +1,90 @@
+"""One process per run directory: a live lock refuses, a stale one is taken over, and an existing
+run is only replaced with --overwrite."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from search import cli, retrain, run
+from search.config import UserError
+from search.lock import LOCK, RunLock
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not us, to own a lock."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def write_lock(run_dir, pid, host=None):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / LOCK).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": "then"}))
+
+
+def test_a_live_lock_refuses_and_a_released_one_is_gone(tmp_path, other_process):
+    write_lock(tmp_path / "r", other_process)
+    with pytest.raises(UserError, match=f"in use by process {other_process}"):
+        RunLock(tmp_path / "r").acquire()
+    (tmp_path / "r" / LOCK).unlink()
+    with RunLock(tmp_path / "r") as lock:
+        assert json.loads(lock.path.read_text())["pid"] != other_process
+    assert not (tmp_path / "r" / LOCK).exists()
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_lock(tmp_path / "r", int(dead.stdout))
+    with RunLock(tmp_path / "r"):
+        assert "stale lock" in capsys.readouterr().err
+
+
+def test_a_lock_from_another_host_names_it(tmp_path):
+    write_lock(tmp_path / "r", 1, host="elsewhere.example")
+    with pytest.raises(UserError, match="on elsewhere.example"):
+        RunLock(tmp_path / "r").acquire()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError), RunLock(tmp_path / "new"):
+        raise RuntimeError("failed early")
+    assert not (tmp_path / "new").exists()
+
+
+def test_search_and_retrain_refuse_a_run_in_use(tmp_path, other_process, capsys):
+    run_dir = tmp_path / "shapes" / "busy"
+    (run_dir / "tune").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"argv": ["shapes", "--smoke", "--name", "busy"], "plan": {}}))
+    (run_dir / "trials.csv").write_text("trial_id\n")
+    write_lock(run_dir, other_process)
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert cli.run(run.main, ["shapes", "--name", "busy", "--resume", "--results", str(tmp_path)]) == 2
+    assert cli.run(retrain.main, [str(run_dir)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"in use by process {other_process}" in line for line in err)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, generated_cache, monkeypatch, capsys):
+    monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+    old = tmp_path / "shapes" / "x"
+    old.mkdir(parents=True)
+    (old / "trials.csv").write_text("precious\n")
+    argv = ["shapes", "--smoke", "--trials", "1", "--max-epochs", "1", "--no-retrain", "--results", str(tmp_path),
+            "--name", "x"]
+    assert cli.run(run.main, argv) == 2
+    assert "--overwrite" in capsys.readouterr().err and (old / "trials.csv").read_text() == "precious\n"
+    assert cli.run(run.main, [*argv, "--trials", "0", "--overwrite"]) == 2  # a bad option: nothing replaced yet
+    assert (old / "trials.csv").read_text() == "precious\n"
+    capsys.readouterr()
+    code = cli.run(run.main, [*argv, "--overwrite"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert "precious" not in (old / "trials.csv").read_text(), (old / "trials.csv").read_text()
+    assert not (old / LOCK).exists()
