@@ -110,6 +110,11 @@ def measure_images_per_second(exp: Experiment, config: dict, x: torch.Tensor, y:
         model = exp.task.build_model(config).to(device)
         opt = make_optimizer(model, config)
         precision = resolve_precision(config["precision"], device)
+        statistics = getattr(exp.task, "statistics", None)  # as fit() does: e.g. normalisation
+        if statistics is not None:
+            from search.trainer import Split
+
+            config = {**config, **statistics(Split(x, y))}
         x, y = exp.task.prepare(x.to(device), y.to(device), config, None)
         times = []
         for _ in range(batches + 1):

@@ -234,7 +234,8 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     label = tuned.sort_values("mean", ascending=run.mode == "min", kind="stable").iloc[0]["label"]
     row = run.retrain[run.retrain["label"] == label].sort_values("seed").iloc[0]
     folder = run.path / "retrain" / f"{label}-seed{int(row['seed'])}"
-    config = read_json(folder / "metrics.json")["config"]
+    saved = read_json(folder / "metrics.json")
+    config = {**saved["config"], **saved.get("statistics", {})}  # as trained, e.g. with its normalisation
     title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
     opts = run.options
     try:

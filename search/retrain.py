@@ -103,8 +103,9 @@ def run_job(job: Job, experiment: str, full_train, test) -> dict[str, Any]:
     device = trial_device()
     result = fit(exp.task, job.config, full_train, None, device=device)
     precision = resolve_precision(job.config["precision"], device)
-    scores = evaluate(exp.task, result.model, test.to(device), job.config, precision, prefix="test_")
-    return {"history": result.history, "test": scores,
+    scores = evaluate(exp.task, result.model, test.to(device), result.config, precision, prefix="test_")
+    added = {k: v for k, v in result.config.items() if k not in job.config}  # task.statistics(), e.g. normalisation
+    return {"history": result.history, "test": scores, "statistics": added,
             "state": {k: v.cpu() for k, v in result.model.state_dict().items()}, "threads": torch.get_num_threads()}
 
 
@@ -119,7 +120,8 @@ def save_job(run_dir: Path, job: Job, out: dict[str, Any]) -> None:
     tensorboard.write_run(folder, out["history"], job.config, out["test"])
     # metrics.json last: its presence marks the run as done (resume skips it)
     write_json(folder / "metrics.json", {"label": job.label, "seed": job.seed, "trial_id": job.trial_id,
-                                          "config": job.config, **out["test"]})
+                                          "config": job.config, "statistics": out.get("statistics", {}),
+                                          **out["test"]})
 
 
 def done_before(run_dir: Path, job: Job) -> bool:
@@ -168,6 +170,7 @@ def collect(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for metrics in sorted((run_dir / "retrain").glob("*/metrics.json")):
         m = read_json(metrics)
         config = m.pop("config")
+        m.pop("statistics", None)  # of the training split, not a metric
         rows.append({**{k: v for k, v in m.items()}, **{f"config_{k}": v for k, v in config.items()}})
         h = pd.read_csv(metrics.parent / "history.csv")
         h.insert(0, "seed", m["seed"])

@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
                      objective=(experiment.objective, experiment.mode), on_epoch=progress, keep_best=True)
     except NonFiniteError as e:  # a diverging config given on the command line: one line, exit 2
         raise UserError(f"{e}; try a smaller lr") from None
-    held_out = evaluate(experiment.task, result.model, data.test.to(device), config, precision, prefix="test_")
+    held_out = evaluate(experiment.task, result.model, data.test.to(device), result.config, precision,
+                        prefix="test_")
     print("held-out (best epoch's weights): " + "  ".join(
         f"{k} {held_out[k]:.4f}" for k in ("test_acc", "test_pair_acc", "test_rmse") if k in held_out))
 

@@ -59,6 +59,7 @@ class FitResult:
     best: dict[str, float] | None = None  # the epoch row with the best objective
     stopped_early: bool = False
     model: nn.Module | None = None  # weights of the best epoch when keep_best, else the last
+    config: dict | None = None  # the config trained with, including what task.statistics() added
 
 
 EVAL_BATCH = 1000  # samples per forward pass in evaluation (no gradients: memory is small)
@@ -163,6 +164,9 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     when this epoch ends the run by itself (all epochs done, or patience exhausted).
     """
     precision = resolve_precision(config["precision"], device)
+    statistics = getattr(task, "statistics", None)
+    if statistics is not None:  # e.g. normalisation from this training split; travels in the config
+        config = {**config, **statistics(train)}
     torch.manual_seed(config["seed"])  # model init and dropout
     model = task.build_model(config).to(device)
     optimizer = make_optimizer(model, config)
@@ -218,5 +222,5 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
             break
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    result.model = model
+    result.model, result.config = model, config
     return result

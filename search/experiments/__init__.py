@@ -9,9 +9,10 @@ from search.experiment import Experiment
 def _registry() -> dict[str, Experiment]:
     # Imported here, not at module level, so `--list` and errors stay fast and each experiment's
     # module (and its data code) only loads when asked for.
-    from search.experiments import digit_pairs, shapes
+    from search.experiments import cifar10, digit_pairs, facades, fashion_mnist, shapes
 
-    return {e.name: e for e in (shapes.EXPERIMENT, digit_pairs.EXPERIMENT)}
+    return {e.name: e for e in (shapes.EXPERIMENT, digit_pairs.EXPERIMENT, fashion_mnist.EXPERIMENT,
+                                cifar10.EXPERIMENT, facades.EXPERIMENT)}
 
 
 def names() -> list[str]:
