@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import torch
@@ -21,7 +23,20 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message}; see `{self.prog} --help`\n")
 
 
+def _sigterm_as_sigint(signum, frame) -> None:
+    signal.raise_signal(signal.SIGINT)  # `kill` stops a run the way Ctrl-C does: cleanly, resumable
+
+
+def stop_on_sigterm() -> None:
+    """Route SIGTERM to the Ctrl-C path. Call again after ray.init(): Ray's driver installs its own
+    SIGTERM handler, which only logs a stack trace and exits with status 1."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+
+
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
         return main(sys.argv[1:] if argv is None else argv)
     except (UserError, DataError) as e:
@@ -30,6 +45,9 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def pick_device(name: str) -> torch.device:

@@ -276,6 +276,7 @@ def main(argv: list[str]) -> int:
 
     lock = RunLock(run_dir).acquire()  # not while the search (or another retraining) writes this run
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    cli.stop_on_sigterm()
     try:
         retrain(run_dir, top_k=args.top_k or plan.get("retrain_top_k", 1), seeds=args.seeds or plan.get(
             "retrain_seeds", 2), epochs=args.epochs or plan.get("retrain_epochs"),

@@ -138,6 +138,7 @@ def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
             raise UserError(f"--address {args.address}: cannot join that Ray cluster ({str(e).splitlines()[0]}); "
                             "check `ray status` there, or leave --address out to run locally") from None
         raise
+    cli.stop_on_sigterm()
     res = ray.cluster_resources()
     return Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0), nodes=len([n for n in ray.nodes() if n["Alive"]]))
 

@@ -113,7 +113,8 @@ def test_same_seed_same_trials(finished_run, tmp_path):
     assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
 
 
-def test_interrupt_then_resume_finishes_without_repeating(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "5",
            "--max-epochs", "2", "--concurrency", "1", "--results", str(tmp_path), "--name", "r"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -124,7 +125,7 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path):
         if trials_csv.exists() and (pd.read_csv(trials_csv)["status"] == "completed").sum() >= 2:
             break
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--name r --resume" in err
