@@ -1,14 +1,18 @@
 """Fault injection for tests: make chosen trials fail the way real ones do, inside real Ray workers.
 
 Set HPSEARCH_FAULT before the search starts (Ray workers inherit the driver's environment):
-    KIND@EPOCH[:KEY=VALUE]      e.g. "nan@2:optimizer=sgd"
+    KIND@EPOCH[xTIMES][:KEY=VALUE]      e.g. "nan@2:optimizer=sgd", "kill@2x1"
 KIND is nan (the loss becomes NaN), error (RuntimeError), oom (torch.OutOfMemoryError, as CUDA
 raises it) or kill (the worker process is SIGKILLed); EPOCH is the epoch during which it happens;
-the optional KEY=VALUE limits it to trials whose config has that value. Unset: no effect at all.
+xTIMES fires it at most that many times per trial (a transient fault: the retry succeeds); the
+optional KEY=VALUE limits it to trials whose config has that value. HPSEARCH_FAULT_LOG names a
+file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a hash of the config), which is how
+TIMES is counted across the worker processes of retries. Unset: no effect at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 
 ENV = "HPSEARCH_FAULT"
+LOG_ENV = "HPSEARCH_FAULT_LOG"
 KINDS = ("nan", "error", "oom", "kill")
 
 
@@ -27,15 +32,17 @@ class Fault:
     epoch: int
     key: str | None = None
     value: str | None = None
+    times: int | None = None  # None: every time the epoch is reached
 
     @classmethod
     def parse(cls, text: str) -> Fault:
         head, _, cond = text.partition(":")
-        kind, _, epoch = head.partition("@")
-        if kind not in KINDS or not epoch.isdigit():
-            raise ValueError(f"{ENV}={text!r}: expected KIND@EPOCH[:KEY=VALUE] with KIND in {KINDS}")
+        kind, _, when = head.partition("@")
+        epoch, _, times = when.partition("x")
+        if kind not in KINDS or not epoch.isdigit() or (times and not times.isdigit()):
+            raise ValueError(f"{ENV}={text!r}: expected KIND@EPOCH[xTIMES][:KEY=VALUE] with KIND in {KINDS}")
         key, _, value = cond.partition("=")
-        return cls(kind, int(epoch), key or None, value if key else None)
+        return cls(kind, int(epoch), key or None, value if key else None, int(times) if times else None)
 
     def applies(self, config: dict[str, Any]) -> bool:
         return self.key is None or str(config.get(self.key)) == self.value
@@ -49,12 +56,34 @@ def from_env(config: dict[str, Any]) -> Fault | None:
     return fault if fault.applies(config) else None
 
 
+def trial_key(config: dict[str, Any]) -> str:
+    return hashlib.sha1(repr(sorted((k, str(v)) for k, v in config.items())).encode()).hexdigest()[:10]
+
+
+def fired(trial: str) -> list[str]:
+    """Lines of the fault log for one trial (empty without a log)."""
+    path = os.environ.get(LOG_ENV)
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if line.endswith(" " + trial)]
+
+
 class FaultyTask:
     """Wraps a Task; fires the fault at the first training batch of `fault.epoch`."""
 
-    def __init__(self, task, fault: Fault, batches_per_epoch: int, start_epoch: int = 1):
-        self.task, self.fault, self.per_epoch = task, fault, batches_per_epoch
+    def __init__(self, task, fault: Fault, batches_per_epoch: int, start_epoch: int = 1, trial: str = ""):
+        self.task, self.fault, self.per_epoch, self.trial = task, fault, batches_per_epoch, trial
         self.batches = (start_epoch - 1) * batches_per_epoch
+        self.armed = fault.times is None or len(fired(trial)) < fault.times
+        self.logged = False
+
+    def _log(self) -> None:
+        path = os.environ.get(LOG_ENV)
+        if path and not self.logged:
+            with open(path, "a") as f:  # one short line per firing: appends from several processes stay whole
+                f.write(f"{self.fault.kind} {self.fault.epoch} {self.trial}\n")
+            self.logged = True
 
     def __getattr__(self, name):
         return getattr(self.task, name)
@@ -63,16 +92,21 @@ class FaultyTask:
         if generator is not None:  # a training batch
             epoch = self.batches // self.per_epoch + 1
             self.batches += 1
-            if epoch == self.fault.epoch:
+            if epoch == self.fault.epoch and self.armed:
                 self._fire()
         return self.task.prepare(x, y, config, generator)
 
     def loss(self, outputs, y, config):
         loss = self.task.loss(outputs, y, config)
         epoch = (self.batches - 1) // self.per_epoch + 1
-        return loss * math.nan if self.fault.kind == "nan" and epoch == self.fault.epoch else loss
+        if self.fault.kind == "nan" and epoch == self.fault.epoch and self.armed:
+            self._log()
+            return loss * math.nan
+        return loss
 
     def _fire(self) -> None:
+        if self.fault.kind != "nan":
+            self._log()
         if self.fault.kind == "error":
             raise RuntimeError(f"injected error ({ENV})")
         if self.fault.kind == "oom":

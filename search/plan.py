@@ -42,6 +42,7 @@ class Plan:
     retrain_seeds: int = 2
     retrain_epochs: int = 8
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
+    max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     estimate_min: float | None = None
 
     def as_dict(self) -> dict:
@@ -56,7 +57,7 @@ def local_hardware() -> Hardware:
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
-              seeds: int | None = None) -> Plan:
+              seeds: int | None = None, max_failures: int = 2) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds)):
         if value is not None and value < 1:
@@ -64,6 +65,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial)):
         if value is not None and value <= 0:
             raise UserError(f"{name} {value}: give a positive number")
+    if max_failures < 0:
+        raise UserError(f"--max-failures {max_failures}: give 0 (no retry) or more")
     if gpus_per_trial is not None and gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial {gpus_per_trial}: give 0 or a positive fraction like 0.25")
     if gpus_per_trial and gpus_per_trial > hw.gpus:
@@ -92,7 +95,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
-        retrain_subset=SMOKE_SUBSET if smoke else None,
+        retrain_subset=SMOKE_SUBSET if smoke else None, max_failures=max_failures,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.retrain_epochs = plan.max_epochs  # the budget the search compared configurations at

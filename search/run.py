@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny search: 256 images, 4 trials, 2 epochs")
     p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a crashed trial, each from its last checkpoint (default 2)")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
     p.add_argument("--settings", metavar="A,B,...", help="one search per value of the experiment's `setting` "
                    "(e.g. cls,cnt,multitask), each named NAME-<setting>, then a table comparing them")
@@ -212,7 +214,8 @@ def main(argv: list[str]) -> int:
     def plan_for(hw: Hardware) -> Plan:
         return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
                          concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds)
+                         gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
+                         max_failures=args.max_failures)
 
     hw = local_hardware() if not args.address else None
     plan = plan_for(hw) if hw else None  # a cluster's plan needs its resources: after joining it

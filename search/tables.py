@@ -50,6 +50,13 @@ def _error_reason(trial_dir: Path) -> str | None:
     return lines[-1][:300] if lines else "error"
 
 
+def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
+    """Whether the trial reported again after its last error: it was retried and went on (ASHA may
+    then have stopped it), so that error did not end it."""
+    stamp = last.get("timestamp")
+    return isinstance(stamp, (int, float)) and stamp > error_file.stat().st_mtime
+
+
 # Ray names trial folders "<trainable>_<trial id>_<index>_<params>_<date>"; index = creation order.
 TRIAL_DIR = re.compile(r"_([0-9a-f]{5,})_(\d+)_")
 
@@ -77,24 +84,31 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
     holds the driver's newest result per trial, which Ray may not have written to disk yet."""
     trials, history = [], []
     for trial_dir in trial_dirs(tune_dir):
-        params = json.loads((trial_dir / "params.json").read_text())
+        try:
+            params = json.loads((trial_dir / "params.json").read_text())
+        except (json.JSONDecodeError, OSError):
+            continue  # a trial Ray is creating right now: its params.json is not written yet
+        if not isinstance(params, dict):
+            continue
         rows = _read_results(trial_dir)
         trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):
             rows.append(dict(newest))
-        reason = _error_reason(trial_dir)
+        error = _error_reason(trial_dir)  # the last failure; a retry (--max-failures) may have recovered
         last = rows[-1] if rows else {}
-        if reason is not None:
-            status = "failed"
-        elif last.get(FINISHED):
+        if last.get(FINISHED):
             status = "completed"
             reason = "early stopping (patience)" if last.get("epoch", 0) < base.get("epochs", 0) else "all epochs"
+            reason += f"; recovered from {error}" if error else ""
         elif trial_id in running:
-            status = "running"
+            status, reason = "running", None
+        elif error is not None and not _reported_after(last, trial_dir / "error.txt"):
+            status, reason = "failed", error
         else:
             status = "stopped"
             reason = f"ASHA stopped it after epoch {last.get('epoch', 0)}" if rows else "never started"
+            reason += f"; recovered from {error}" if error else ""
         # Ray's `timestamp` (Unix seconds when the epoch was reported) kept: best-so-far against wall time.
         metrics = [{**{k: v for k, v in r.items() if k not in RAY_KEYS and k != NODE},
                     "timestamp": r.get("timestamp")} for r in rows]

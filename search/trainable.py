@@ -20,9 +20,10 @@ from ray import tune
 from search import experiments, faults
 from search.searcher import FINISHED
 from search.tables import NODE
-from search.trainer import Split, fit
+from search.trainer import NonFiniteError, Split, fit
 
 STATE_FILE = "state.pt"
+DIVERGED = "diverged.txt"  # in the trial's folder: why it diverged (a retry then fails at once)
 
 
 def trial_device() -> torch.device:
@@ -52,10 +53,19 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
             torch.save(make_state(), Path(d) / STATE_FILE)
             tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
 
+    # A diverged configuration diverges again from its checkpoint: a retry (--max-failures) after
+    # a NaN fails at once instead of spending the epochs again.
+    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED
+    if state is not None and diverged.is_file():
+        raise NonFiniteError(diverged.read_text())
     task = exp.task
     fault = faults.from_env(config)  # tests only: HPSEARCH_FAULT unset in real use
     if fault is not None:
         task = faults.FaultyTask(task, fault, math.ceil(len(train) / config["batch_size"]),
-                                 start_epoch=state["epoch"] + 1 if state else 1)
-    fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
-        on_epoch=report, state=state)
+                                 start_epoch=state["epoch"] + 1 if state else 1, trial=faults.trial_key(config))
+    try:
+        fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
+            on_epoch=report, state=state)
+    except NonFiniteError as e:
+        diverged.write_text(str(e))
+        raise

@@ -93,6 +93,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=0),
+            # a crashed, killed or out-of-memory trial restarts from its last checkpoint this many times
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         ),
     )

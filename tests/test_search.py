@@ -17,6 +17,7 @@ import pytest
 from search import cli, run
 from search.experiments import shapes as shapes_exp
 from search.faults import ENV as FAULT_ENV
+from search.faults import LOG_ENV as FAULT_LOG_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,7 @@ def finished_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     mp = pytest.MonkeyPatch()
     mp.setenv(FAULT_ENV, "nan@2:optimizer=sgd")
+    mp.setenv(FAULT_LOG_ENV, str(results / "faults.log"))
     try:
         code = search(results, "t", "--trials", "8", "--max-epochs", "3", "--concurrency", "1",
                       "--set", "hidden=0", "--seed", "0")
@@ -85,6 +87,9 @@ def test_nan_trials_fail_and_never_reach_optuna_as_values(finished_run):
     assert len(reached_two) > 0 and (reached_two["status"] == "failed").all()
     assert reached_two["reason"].str.contains("NonFiniteError").all()
     assert history[history["trial_id"].isin(sgd["trial_id"])]["epoch"].max() <= 1  # no NaN epoch recorded
+    # a divergence is not retried (--max-failures 2 by default): each diverged trial hit NaN once
+    log = (run_dir.parent.parent / "faults.log").read_text().splitlines()
+    assert len(log) == len(reached_two) and len(set(log)) == len(log)
     assert (trials["status"] != "failed").sum() > 0  # and the search went on
     study = pd.read_csv(run_dir / "optuna_trials.csv")
     assert study.loc[study["state"] == "FAIL", "value"].isna().all()
@@ -183,3 +188,13 @@ def test_unknown_experiment_lists_known_ones(capsys):
     assert "known: shapes" in capsys.readouterr().err
     assert cli.run(run.main, ["--list"]) == 0
     assert capsys.readouterr().out.startswith("shapes")
+
+
+def test_tables_skip_a_trial_whose_params_are_being_written(tmp_path):
+    """Ray creates a trial folder, then writes params.json: a table rebuilt in between must not fail."""
+    from search.tables import collect
+
+    (tmp_path / "run_trial_abc12_00001_x").mkdir()
+    (tmp_path / "run_trial_abc12_00001_x" / "params.json").write_text("")
+    trials, history = collect(tmp_path, {"epochs": 2}, "val_acc", "max")
+    assert trials.empty and history.empty

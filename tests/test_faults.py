@@ -1,0 +1,54 @@
+"""Faults inside trials: a crash, a SIGKILLed worker, an out-of-memory error are retried from the
+trial's last checkpoint up to --max-failures; a fault that persists ends the trial as failed with
+its reason, the search goes on, and Optuna never receives a value for it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from search import cli, run
+from search.faults import ENV, LOG_ENV, Fault
+
+
+def faulty_search(tmp_path, monkeypatch, fault: str, *extra: str):
+    monkeypatch.setenv(ENV, fault)
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "faults.log"))
+    code = cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "3", "--max-epochs", "2",
+                              "--concurrency", "1", "--set", "optimizer=adam", "--results", str(tmp_path),
+                              "--name", "f", *extra])
+    run_dir = tmp_path / "shapes" / "f"
+    log = (tmp_path / "faults.log").read_text().splitlines() if (tmp_path / "faults.log").exists() else []
+    return code, pd.read_csv(run_dir / "trials.csv"), pd.read_csv(run_dir / "history.csv"), \
+        pd.read_csv(run_dir / "optuna_trials.csv"), log
+
+
+def test_fault_spec_parses():
+    assert Fault.parse("kill@2x1:optimizer=adam") == Fault("kill", 2, "optimizer", "adam", 1)
+    assert Fault.parse("nan@3") == Fault("nan", 3)
+    with pytest.raises(ValueError):
+        Fault.parse("kill@2xx")
+
+
+@pytest.mark.parametrize("kind", ["kill", "oom"])
+def test_a_transient_fault_is_retried_from_the_checkpoint(tmp_path, monkeypatch, kind):
+    code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, f"{kind}@2x1")
+    assert code == 0
+    shown = trials[["trial_id", "status", "epochs_run", "reason"]].to_string()
+    assert (trials["status"] != "failed").all(), shown  # recovered (ASHA may stop one after its restart)
+    assert trials["reason"].str.contains("recovered from").sum() == len(log) >= 1, shown
+    assert all(line.startswith(f"{kind} 2 ") for line in log) and len(set(log)) == len(log)  # once per trial
+    assert not history.duplicated(["trial_id", "epoch"]).any()  # epoch 1 not run again: resumed
+    assert set(study["state"]) <= {"COMPLETE", "PRUNED"}
+
+
+def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_path, monkeypatch):
+    code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, "error@2:dropout=0.5",
+                                                      "--max-failures", "1")
+    assert code == 0
+    failed = trials[trials["status"] == "failed"]
+    assert list(failed["dropout"]) == [0.5]  # the baseline (warm start) only
+    assert "injected error" in failed["reason"].iloc[0]
+    assert len(log) == 2  # the first attempt and one retry, both at epoch 2
+    assert (trials["status"] != "failed").sum() == 2
+    assert study.loc[study["state"] == "FAIL", "value"].isna().all() and (study["state"] == "FAIL").sum() == 1
