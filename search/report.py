@@ -220,8 +220,8 @@ def rungs_section(run: Run) -> str:
 
 
 def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
-    """The experiment's own look at the best retrained model (first seed of the tuned config with
-    the best mean test objective) on the held-out split."""
+    """The experiment's own look at the best retrained model (first seed of the config, baseline
+    included, with the best mean test objective) on the held-out split."""
     if exp.diagnose is None or run.retrain.empty:
         return ""
     import torch
@@ -229,9 +229,8 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     from datasets.errors import DataError
     from search.config import UserError
 
-    tuned = run.verdict()
-    tuned = tuned[tuned["label"] != BASELINE] if (tuned["label"] != BASELINE).any() else tuned
-    label = tuned.sort_values("mean", ascending=run.mode == "min", kind="stable").iloc[0]["label"]
+    v = run.verdict()
+    label = v.sort_values("mean", ascending=run.mode == "min", kind="stable").iloc[0]["label"]
     row = run.retrain[run.retrain["label"] == label].sort_values("seed").iloc[0]
     folder = run.path / "retrain" / f"{label}-seed{int(row['seed'])}"
     saved = read_json(folder / "metrics.json")

@@ -202,7 +202,9 @@ def verdict(retrain: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
             dhalf = t975(m - 1) * diff.std(ddof=1) / math.sqrt(m) if m > 1 else math.nan
             row["diff_low"], row["diff_high"] = row["diff_mean"] - dhalf, row["diff_mean"] + dhalf
             better = row["diff_low"] > 0 if mode == "max" else row["diff_high"] < 0
+            worse = row["diff_high"] < 0 if mode == "max" else row["diff_low"] > 0
             row["beats_baseline"] = bool(better) if m > 1 else False
+            row["worse_than_baseline"] = bool(worse) if m > 1 else False
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -215,6 +217,9 @@ def verdict_sentence(v: pd.DataFrame, metric: str) -> str:
     diff = f"{best['diff_mean']:+.4f} (95% interval {best['diff_low']:+.4f} .. {best['diff_high']:+.4f})"
     if best.get("beats_baseline"):
         return f"the best tuned config beats the baseline beyond seed noise on {metric}: paired difference {diff}."
+    if best.get("worse_than_baseline"):
+        return (f"the best tuned config is worse than the baseline beyond seed noise on {metric}: paired difference "
+                f"{diff} over {int(best['n'])} seeds.")
     return (f"the best tuned config does not beat the baseline beyond seed noise on {metric}: paired difference "
             f"{diff} over {int(best['n'])} seeds.")
 

@@ -94,6 +94,11 @@ def test_verdict_statistics_by_hand():
     noisy = frame.assign(test_acc=[0.40, 0.50, 0.44, 0.45, 0.42, 0.50])  # diffs 0.05, -0.08, 0.06
     assert bool(retrain.verdict(noisy, "test_acc", "max").set_index("label").loc["top1", "beats_baseline"]) is False
     assert "does not beat" in retrain.verdict_sentence(retrain.verdict(noisy, "test_acc", "max"), "test_acc")
+    worse = frame.assign(test_acc=[0.45, 0.46, 0.50, 0.40, 0.42, 0.44])  # the baseline ahead on every seed
+    v = retrain.verdict(worse, "test_acc", "max")
+    assert bool(v.set_index("label").loc["top1", "worse_than_baseline"]) is True
+    assert "is worse than the baseline" in retrain.verdict_sentence(v, "test_acc")
+    assert bool(retrain.verdict(worse, "test_acc", "min").set_index("label").loc["top1", "beats_baseline"]) is True
 
 
 def test_retrain_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
