@@ -50,6 +50,15 @@ def _error_reason(trial_dir: Path) -> str | None:
     return lines[-1][:300] if lines else "error"
 
 
+def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch, the last reported: a trial restarted from epoch 1 (its checkpoint was
+    unreadable) reports its early epochs again, and the rerun is what its later epochs built on."""
+    if not rows or "epoch" not in rows[0]:
+        return rows
+    start = max(i for i, r in enumerate(rows) if i == 0 or r.get("epoch", 0) <= rows[i - 1].get("epoch", 0))
+    return rows[start:]
+
+
 def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
     """Whether the trial reported again after its last error: it was retried and went on (ASHA may
     then have stopped it), so that error did not end it."""
@@ -90,7 +99,7 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
             continue  # a trial Ray is creating right now: its params.json is not written yet
         if not isinstance(params, dict):
             continue
-        rows = _read_results(trial_dir)
+        rows = _latest_per_epoch(_read_results(trial_dir))
         trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):

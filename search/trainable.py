@@ -9,6 +9,8 @@ uses as many torch threads as CPUs it was given, and the GPU Ray assigned it, if
 from __future__ import annotations
 
 import math
+import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,20 @@ def trial_device() -> torch.device:
     return torch.device("cuda:0" if gpus and torch.cuda.is_available() else "cpu")
 
 
-def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict:
+def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict | None:
+    """The trial's last state, or None (start over, with a warning in the trial's log) when the
+    checkpoint is unreadable, e.g. cut short by a full disk or a crash while it was written."""
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+        return read_state(Path(d) / STATE_FILE, device)
+
+
+def read_state(path: Path, device: torch.device) -> dict | None:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); restarting this trial "
+              "from epoch 1", file=sys.stderr, flush=True)
+        return None
 
 
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split) -> None:

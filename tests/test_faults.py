@@ -52,3 +52,25 @@ def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_
     assert len(log) == 2  # the first attempt and one retry, both at epoch 2
     assert (trials["status"] != "failed").sum() == 2
     assert study.loc[study["state"] == "FAIL", "value"].isna().all() and (study["state"] == "FAIL").sum() == 1
+
+
+def test_an_unreadable_checkpoint_restarts_the_trial_with_a_warning(tmp_path, capsys):
+    import torch
+
+    from search.trainable import read_state
+
+    good = tmp_path / "state.pt"
+    torch.save({"epoch": 3, "w": torch.ones(1000)}, good)
+    assert read_state(good, torch.device("cpu"))["epoch"] == 3
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:200])  # a write cut short (full disk, crash)
+    assert read_state(cut, torch.device("cpu")) is None
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_a_restarted_trial_keeps_only_its_rerun_epochs():
+    from search.tables import _latest_per_epoch
+
+    rows = [{"epoch": e, "v": i} for i, e in enumerate([1, 2, 3, 1, 2, 3, 4])]
+    assert [(r["epoch"], r["v"]) for r in _latest_per_epoch(rows)] == [(1, 3), (2, 4), (3, 5), (4, 6)]
+    assert _latest_per_epoch(rows[:3]) == rows[:3]
