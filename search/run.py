@@ -13,6 +13,7 @@ and Ray's experiment folder tune/. `--resume --name NAME` continues an interrupt
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shlex
@@ -128,6 +129,9 @@ def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
     asked for and then on 127.0.0.1 only, worker output not mixed into ours."""
     import ray
 
+    if args.dashboard and importlib.util.find_spec("aiohttp") is None:
+        raise UserError("--dashboard needs Ray's dashboard packages, which ray[tune] leaves out: "
+                        "pip install 'ray[default]', or run without --dashboard")
     common = {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False,
               "configure_logging": True, "logging_level": "WARNING"}
     try:

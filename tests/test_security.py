@@ -1,0 +1,75 @@
+"""What a local run exposes: Ray's token authentication stays on, and no dashboard listens unless
+--dashboard asks for it, and then only on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+import pytest
+
+from search import run
+from search.plan import Hardware
+
+DASHBOARD_PORT = 8265  # Ray's default
+
+
+def listening() -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket on this machine, from /proc/net/tcp{,6}."""
+    out = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            out.add((socket.inet_ntop(family, raw), int(port_hex, 16)))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
+def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
+    import ray
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    before = {port for _, port in listening()}
+    run.start_ray(argparse.Namespace(dashboard=False, address=None), Hardware(cpus=1, gpus=0))
+    try:
+        ports = {port for _, port in listening()} - before
+        assert ports, "Ray started no listener at all: the check would be vacuous"
+        assert DASHBOARD_PORT not in {port for _, port in listening()}
+        from ray._private import worker
+
+        assert not worker._global_node.address_info.get("webui_url")
+        import os
+
+        assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
+    finally:
+        ray.shutdown()
+
+
+def test_listening_parser_finds_a_loopback_listener():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert ("127.0.0.1", s.getsockname()[1]) in listening()
+
+
+def test_dashboard_without_its_packages_is_a_one_line_error(tmp_path, capsys):
+    import importlib.util
+
+    from search import cli
+
+    if importlib.util.find_spec("aiohttp") is not None:
+        pytest.skip("ray[default] is installed here: the dashboard can start")
+    code = cli.run(run.main, ["shapes", "--smoke", "--dashboard", "--results", str(tmp_path), "--name", "d"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ray[default]" in err and err.count("\n") == 1
+    assert not (tmp_path / "shapes" / "d").exists()
