@@ -181,8 +181,13 @@ def main(argv: list[str]) -> int:
     if not args.compare:
         print(summary(runs[0]))
         return 0
+    metrics = None
+    if len({r.experiment for r in runs}) == 1:  # the experiment's headline metrics, not every per-kind one
+        from search import experiments
+
+        metrics = list(experiments.get(runs[0].experiment).report_metrics) or None
     with pd.option_context("display.width", 200, "display.max_columns", None):
-        print(compare(runs).to_string(index=False))
+        print(compare(runs, metrics).to_string(index=False))
     return 0
 
 
