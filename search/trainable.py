@@ -25,7 +25,7 @@ from search.tables import NODE
 from search.trainer import NonFiniteError, Split, fit
 
 STATE_FILE = "state.pt"
-DIVERGED = "diverged.txt"  # in the trial's folder: why it diverged (a retry then fails at once)
+DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial diverged (its retries fail at once)
 
 
 def trial_device() -> torch.device:
@@ -50,7 +50,8 @@ def read_state(path: Path, device: torch.device) -> dict | None:
         return None
 
 
-def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split) -> None:
+def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,
+              marker_dir: str | None = None) -> None:
     """Only the search splits reach a trial: the held-out split stays with the driver."""
     exp = experiments.get(experiment)
     config = {**base, **params}
@@ -67,9 +68,11 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
             tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
 
     # A diverged configuration diverges again from its checkpoint: a retry (--max-failures) after
-    # a NaN fails at once instead of spending the epochs again.
-    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED
-    if state is not None and diverged.is_file():
+    # a NaN fails at once instead of spending the epochs again. The marker goes to the run folder
+    # (absolute, written synchronously), not the trial's folder: Ray stages that locally and syncs
+    # it later, so the next attempt may not see it yet.
+    diverged = Path(marker_dir or tune.get_context().get_trial_dir()) / f"{tune.get_context().get_trial_id()}.txt"
+    if diverged.is_file():  # only a retry of this trial sees it
         raise NonFiniteError(diverged.read_text())
     task = exp.task
     fault = faults.from_env(config)  # tests only: HPSEARCH_FAULT unset in real use
@@ -80,5 +83,6 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
         fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
             on_epoch=report, state=state)
     except NonFiniteError as e:
+        diverged.parent.mkdir(parents=True, exist_ok=True)
         diverged.write_text(str(e))
         raise

@@ -18,7 +18,7 @@ from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
 from search.tables import collect
-from search.trainable import run_trial
+from search.trainable import DIVERGED, run_trial
 
 
 def tune_location(run_dir: Path, storage: str | None) -> tuple[str, str]:
@@ -45,7 +45,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     storage_path, name = tune_location(run_dir, storage)
     tune_dir = Path(storage_path) / name
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val),
+        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
+                             marker_dir=str(run_dir / DIVERGED)),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
