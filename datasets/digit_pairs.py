@@ -14,20 +14,18 @@ Two sources of digits:
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from datasets import files
+from datasets import files, idx
 from datasets.errors import DataError
 
 SOURCES = ("mnist", "digits")
 IMAGE_SIZE = 28  # pixels, before pooling
 PAIR_SIZE = 14  # pixels, after 2x2 average pooling
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGITS_TEST_SIZE = 500  # of scikit-learn's 1,797 images; the other 1,297 are the train pool
 
 
@@ -95,34 +93,11 @@ def normalise(train: PairSet, *others: PairSet) -> tuple[float, float, tuple[Pai
 # ---------------------------------------------------------------- sources
 
 
-def _gunzip_missing(raw: Path) -> None:
-    """torchvision reads only the uncompressed IDX files; unpack any that exist only as .gz."""
-    for name in MNIST_FILES:
-        packed = raw / f"{name}.gz"
-        if not (raw / name).is_file() and packed.is_file():
-            with gzip.open(packed, "rb") as src:
-                blob = src.read()
-            files.atomic_write(raw / name, lambda f, b=blob: f.write(b))
-
-
 def load_mnist(data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_images uint8 (60000, 28, 28), train_labels, test_images, test_labels) via torchvision."""
     from torchvision.datasets import MNIST  # here, not at the top: the digits source does not need it
 
-    raw = Path(data_dir) / "MNIST" / "raw"
-    try:
-        _gunzip_missing(raw)
-    except (OSError, EOFError) as e:
-        raise DataError(f"{raw}: cannot unpack the .gz files ({e}); gunzip them by hand or pass --download") from None
-    if not download and not all((raw / name).is_file() for name in MNIST_FILES):
-        raise DataError(f"MNIST not found under {raw}: pass --download (needs network) or put the four IDX files "
-                        f"there ({', '.join(MNIST_FILES)})")
-    try:
-        train, test = (MNIST(root=data_dir, train=t, download=download) for t in (True, False))
-    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:  # bad download or bad IDX file
-        raise DataError(f"MNIST under {raw} could not be read ({type(e).__name__}: {e}); "
-                        "delete the files and pass --download") from None
-    return train.data, train.targets, test.data, test.targets
+    return idx.read(MNIST, Path(data_dir), "MNIST", download)
 
 
 def load_sklearn_digits(seed: int = 0, test_size: int = DIGITS_TEST_SIZE

@@ -8,28 +8,16 @@ belong to the experiment, so they are chosen there and recorded with the run.
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import torch
 
-from datasets import files
+from datasets import files, idx
 from datasets.errors import DataError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIZE = 28  # pixels
-# torchvision's names for the uncompressed files (the same four names as MNIST's).
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _gunzip_missing(raw: Path) -> None:
-    """torchvision reads only the uncompressed IDX files; unpack any that exist only as .gz."""
-    for name in RAW_FILES:
-        packed = raw / f"{name}.gz"
-        if not (raw / name).is_file() and packed.is_file():
-            with gzip.open(packed, "rb") as src:
-                blob = src.read()
-            files.atomic_write(raw / name, lambda f, b=blob: f.write(b))
+RAW_FILES = idx.RAW_FILES
 
 
 def load(data_dir: Path | None, download: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,21 +25,8 @@ def load(data_dir: Path | None, download: bool) -> tuple[torch.Tensor, torch.Ten
     from torchvision.datasets import FashionMNIST  # here, not at the top: importing torchvision takes a second
 
     root = Path(data_dir) if data_dir is not None else files.cache_dir()
-    raw = root / "FashionMNIST" / "raw"
-    try:
-        _gunzip_missing(raw)
-    except (OSError, EOFError) as e:
-        raise DataError(f"{raw}: cannot unpack the .gz files ({e}); gunzip them by hand or pass --download") from None
-    if not download and not all((raw / name).is_file() for name in RAW_FILES):
-        raise DataError(f"Fashion-MNIST not found under {raw}: pass --download (needs network) or put the four IDX "
-                        f"files there ({', '.join(RAW_FILES)})")
-    try:
-        # .data and .targets are the whole split as tensors: no per-sample __getitem__ (PIL) round trip.
-        train, test = (FashionMNIST(root=root, train=t, download=download) for t in (True, False))
-    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:  # bad download or bad IDX file
-        raise DataError(f"Fashion-MNIST under {raw} could not be read ({type(e).__name__}: {e}); "
-                        "delete the files and pass --download") from None
-    return _checked(train.data, train.targets, "train") + _checked(test.data, test.targets, "test")
+    train_x, train_y, test_x, test_y = idx.read(FashionMNIST, root, "Fashion-MNIST", download)
+    return _checked(train_x, train_y, "train") + _checked(test_x, test_y, "test")
 
 
 def _checked(images: torch.Tensor, labels: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,13 +3,12 @@ separation, determinism, train-only normalisation; the offline scikit-learn digi
 
 from __future__ import annotations
 
-import gzip
-import struct
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from idx_files import write_raw
 
 from datasets import digit_pairs
 from datasets.digit_pairs import PairSet, load, load_sklearn_digits, make_pairs, normalise
@@ -18,12 +17,6 @@ from datasets.errors import DataError
 N_TRAIN, N_TEST = 60, 40  # fake MNIST images
 TEST_OFFSET = 100  # test image j is filled with 100 + j, train image i with 1 + i: tells them apart
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def idx_bytes(t: torch.Tensor) -> bytes:
-    """The IDX format: big-endian magic (0x08 = unsigned byte, then the number of dims), dims, data."""
-    magic = 0x0800 + t.dim()  # 2051 for (N, 28, 28) images, 2049 for (N,) labels
-    return struct.pack(f">I{t.dim()}I", magic, *t.shape) + t.to(torch.uint8).numpy().tobytes()
 
 
 def fake_images(n: int, fill0: int) -> torch.Tensor:
@@ -41,16 +34,7 @@ def fake_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 
 def write_mnist(root: Path, compress: bool = False) -> tuple[torch.Tensor, ...]:
     """Write the fake MNIST where torchvision looks: ROOT/MNIST/raw/<its four file names>."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    tensors = fake_mnist()
-    for name, t in zip(IDX_NAMES, tensors, strict=True):
-        blob = idx_bytes(t)
-        if compress:
-            (raw / f"{name}.gz").write_bytes(gzip.compress(blob))
-        else:
-            (raw / name).write_bytes(blob)
-    return tensors
+    return write_raw(root / "MNIST" / "raw", fake_mnist(), compress)
 
 
 def pool_by_hand(images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ gradients, parameter counts, dropout."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import pickle
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from idx_files import write_raw
 from torch import nn
 
 from datasets import cifar10, fashion_mnist
@@ -37,12 +37,6 @@ def _one_thread():
 # ---------------------------------------------------------------- Fashion-MNIST
 
 
-def idx_bytes(t: torch.Tensor) -> bytes:
-    """The IDX format: big-endian magic (0x08 = unsigned byte, then the number of dims), dims, data."""
-    magic = 0x0800 + t.dim()  # 2051 for (N, 28, 28) images, 2049 for (N,) labels
-    return struct.pack(f">I{t.dim()}I", magic, *t.shape) + t.to(torch.uint8).numpy().tobytes()
-
-
 def fake_fashion() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     return (torch.randint(0, 256, (N_TRAIN, 28, 28), generator=g, dtype=torch.uint8), torch.arange(N_TRAIN) % 10,
@@ -51,16 +45,7 @@ def fake_fashion() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 
 def write_fashion(root: Path, compress: bool = False) -> tuple[torch.Tensor, ...]:
     """The fake files where torchvision looks: ROOT/FashionMNIST/raw/<the four IDX names>."""
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    tensors = fake_fashion()
-    for name, t in zip(fashion_mnist.RAW_FILES, tensors, strict=True):
-        blob = idx_bytes(t)
-        if compress:
-            (raw / f"{name}.gz").write_bytes(gzip.compress(blob))
-        else:
-            (raw / name).write_bytes(blob)
-    return tensors
+    return write_raw(root / "FashionMNIST" / "raw", fake_fashion(), compress)
 
 
 @pytest.mark.parametrize("compress", [False, True])
