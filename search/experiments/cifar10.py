@@ -12,7 +12,8 @@ from functools import partial
 
 from datasets import cifar10
 from models.cifar import CifarNet
-from search.experiment import PROBABILITY, Budget, Choice, Data, DataOptions, Experiment, Float, Limit
+from search.experiment import Budget, Choice, Data, DataOptions, Experiment, Float
+from search.experiments import classify
 from search.experiments.classify import ImageClassifierTask, diagnose
 from search.trainer import Split
 
@@ -49,7 +50,7 @@ EXPERIMENT = Experiment(
     name="cifar10",
     summary="CIFAR-10 (seed 004): the seed's ConvNet, SGD, dropout after each pool and the FC",
     task=TASK, load=load, defaults=DEFAULTS, space=SPACE,
-    limits={"dropout": Limit(0.0, 1.0, high_open=True), "p_hflip": PROBABILITY, "p_translate": PROBABILITY},
+    limits=classify.LIMITS,
     objective="val_acc", mode="max",
     budget_cpu=Budget(trials=8, max_epochs=4, grace_epochs=1),
     budget_gpu=Budget(trials=60, max_epochs=30, grace_epochs=4),

@@ -4,6 +4,7 @@ and the report's look at the retrained model (per-class accuracy, examples, filt
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search.experiment import PROBABILITY, Limit
 from search.trainer import Split
 
 
-def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def translate(x: torch.Tensor, shift: torch.Tensor, pad: int | None = None) -> torch.Tensor:
     """Move each image by its own (dy, dx) pixels, zero-filled: x N x C x H x W, shift N x 2 (long).
-    One gather on a padded copy: no Python loop over images."""
+    One gather on a padded copy: no Python loop over images. `pad` (at least the largest shift)
+    saves reading the shifts back to the host, a device sync per batch."""
     n, _, h, w = x.shape
-    s = int(shift.abs().max().item()) if shift.numel() else 0
+    s = pad if pad is not None else (int(shift.abs().max().item()) if shift.numel() else 0)
     if s == 0:
         return x
     padded = F.pad(x, (s, s, s, s))
@@ -28,6 +31,17 @@ def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     idx = torch.arange(n, device=x.device)[:, None, None, None]
     ch = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[idx, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+# Valid values of the keys both classifiers add to the loop's own.
+LIMITS = {"dropout": Limit(0.0, 1.0, high_open=True), "p_hflip": PROBABILITY, "p_translate": PROBABILITY}
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_tensors(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """The normalisation as 1 x C x 1 x 1 tensors on the device, made once, not per batch."""
+    as_tensor = lambda v: torch.tensor(v, device=device)[None, :, None, None]
+    return as_tensor(mean), as_tensor(std)
 
 
 class ImageClassifierTask:
@@ -51,15 +65,15 @@ class ImageClassifierTask:
 
     def prepare(self, x, y, config, generator):
         x = x.float().mul_(1 / 255)
-        if generator is not None:
-            n = x.shape[0]
+        n = x.shape[0]
+        if generator is not None and config["p_hflip"] > 0:
             flip = torch.rand(n, generator=generator, device=x.device) < config["p_hflip"]
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if generator is not None and config["p_translate"] > 0:
             moved = torch.rand(n, generator=generator, device=x.device) < config["p_translate"]
             shift = torch.randint(-self.max_shift, self.max_shift + 1, (n, 2), generator=generator, device=x.device)
-            x = translate(x, shift * moved[:, None])
-        mean = torch.tensor(config["norm_mean"], device=x.device)[None, :, None, None]
-        std = torch.tensor(config["norm_std"], device=x.device)[None, :, None, None]
+            x = translate(x, shift * moved[:, None], pad=self.max_shift)
+        mean, std = _channel_tensors(tuple(config["norm_mean"]), tuple(config["norm_std"]), x.device)
         return (x - mean) / std, y
 
     def loss(self, outputs, y, config):

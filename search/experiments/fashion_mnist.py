@@ -12,7 +12,8 @@ import torch
 
 from datasets import fashion_mnist
 from models.fashion import FashionNet
-from search.experiment import PROBABILITY, Budget, Choice, Data, DataOptions, Experiment, Float, Limit
+from search.experiment import Budget, Choice, Data, DataOptions, Experiment, Float
+from search.experiments import classify
 from search.experiments.classify import ImageClassifierTask, diagnose
 from search.trainer import Split
 
@@ -50,7 +51,7 @@ EXPERIMENT = Experiment(
     name="fashion-mnist",
     summary="Fashion-MNIST (seed 003): the seed's small conv net, 10 clothing classes",
     task=TASK, load=load, defaults=DEFAULTS, space=SPACE,
-    limits={"dropout": Limit(0.0, 1.0, high_open=True), "p_hflip": PROBABILITY, "p_translate": PROBABILITY},
+    limits=classify.LIMITS,
     objective="val_acc", mode="max",
     budget_cpu=Budget(trials=10, max_epochs=6, grace_epochs=2),
     budget_gpu=Budget(trials=60, max_epochs=30, grace_epochs=4),
