@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # allow `python benchmarks/report_speed.py`
 from datasets.shapes import KINDS
 from search import analyse, experiments, report, retrain, run, tables
-from search.experiment import Choice, warm_start
+from search.experiment import LOOP_LIMITS, Choice, warm_start
 from search.io import write_csv, write_json
 from search.plan import Hardware, make_plan
 
@@ -163,10 +163,11 @@ def sections(run_dir: Path) -> list[tuple[str, float]]:
     space, fig = report._space(r, exp), r.path / report.FIGURES
     baseline, t_base = timed(report._baseline_trial, r, space)
     steps = [("load (analyse.load)", t_load), ("baseline trial", t_base)]
-    for name, fn, args in (("Verdict", report.verdict_section, (r, exp, fig)),
+    for name, fn, args in (("Verdict", report.verdict_section, (r, exp, baseline, fig)),
                            ("The study", report.study_section, (r, exp, space)),
                            ("Best configurations", report.best_configs_section, (r, exp, space, baseline)),
-                           ("Objective vs hyperparameters", report.objective_section, (r, space, baseline, fig)),
+                           ("Objective vs hyperparameters", report.objective_section,
+                            (r, space, {**LOOP_LIMITS, **exp.limits}, baseline, fig)),
                            ("Training curves", report.curves_section, (r, exp, fig)),
                            ("Best so far vs wall time", report.wall_time_section, (r, fig)),
                            ("Hyperparameter importance", report.importance_section, (r, space)),

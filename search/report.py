@@ -76,7 +76,7 @@ def _link(path: Path | None, alt: str) -> str:
 # ----------------------------------------------------------------------------- sections
 
 
-def verdict_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
+def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir: Path) -> str:
     out = ["## Verdict\n"]
     if run.retrain.empty:
         return out[0] + f"Not retrained yet: `python -m search.retrain {shown(run.path)}`.\n"
@@ -87,7 +87,7 @@ def verdict_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     sentence = verdict_sentence(v, metric)
     out.append("**" + sentence[0].upper() + sentence[1:] + "**\n")
     best = run.best()
-    if best is not None and best["trial_id"] == _baseline_trial(run, _space(run, exp)):
+    if best is not None and best["trial_id"] == baseline_id:
         out.append(f"In the search itself no trial beat the baseline's own trial ({best['trial_id']}) on "
                    f"{run.objective}; the tuned configs retrained here are the best of the others.\n")
     rows = []
@@ -282,7 +282,7 @@ def build(run_dir: str | Path, diagnose: bool = True) -> Path:
     baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
     title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.info.get('command')}`\n"
     limits = {**LOOP_LIMITS, **exp.limits}
-    parts = [title, verdict_section(run, exp, fig_dir), study_section(run, exp, space),
+    parts = [title, verdict_section(run, exp, baseline_id, fig_dir), study_section(run, exp, space),
              best_configs_section(run, exp, space, baseline_id),
              objective_section(run, space, limits, baseline_id, fig_dir),
              curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),
