@@ -36,7 +36,8 @@ def stop_on_sigterm() -> None:
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
+    previous = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm()
     try:
         return main(sys.argv[1:] if argv is None else argv)
     except (UserError, DataError) as e:

@@ -105,7 +105,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
 def measure_images_per_second(exp: Experiment, config: dict, x: torch.Tensor, y: torch.Tensor, threads: float,
                               device: torch.device, batches: int = 3) -> float:
     """A few training steps of the experiment's model on one batch: images/s of one trial."""
-    from search.trainer import autocast, make_optimizer, resolve_precision
+    from search.trainer import Split, autocast, make_optimizer, resolve_precision, with_statistics
 
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
@@ -113,11 +113,7 @@ def measure_images_per_second(exp: Experiment, config: dict, x: torch.Tensor, y:
         model = exp.task.build_model(config).to(device)
         opt = make_optimizer(model, config)
         precision = resolve_precision(config["precision"], device)
-        statistics = getattr(exp.task, "statistics", None)  # as fit() does: e.g. normalisation
-        if statistics is not None:
-            from search.trainer import Split
-
-            config = {**config, **statistics(Split(x, y))}
+        config = with_statistics(exp.task, config, Split(x, y))  # as fit() does: e.g. normalisation
         x, y = exp.task.prepare(x.to(device), y.to(device), config, None)
         times = []
         for _ in range(batches + 1):

@@ -153,6 +153,13 @@ def _check_finite(row: dict[str, float]) -> None:
         raise NonFiniteError(f"not finite at epoch {row.get('epoch')}: {shown}; the configuration diverged")
 
 
+def with_statistics(task: Task, config: dict, train: Split) -> dict:
+    """The config plus what the task derives from its training split (e.g. normalisation), if it
+    declares `statistics(train)`; the values travel in the config to prepare() and are saved."""
+    statistics = getattr(task, "statistics", None)
+    return config if statistics is None else {**config, **statistics(train)}
+
+
 def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
         objective: tuple[str, str] = ("val_acc", "max"),
         on_epoch: Callable[[dict[str, float], Callable[[], dict], bool], None] | None = None,
@@ -164,9 +171,7 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     when this epoch ends the run by itself (all epochs done, or patience exhausted).
     """
     precision = resolve_precision(config["precision"], device)
-    statistics = getattr(task, "statistics", None)
-    if statistics is not None:  # e.g. normalisation from this training split; travels in the config
-        config = {**config, **statistics(train)}
+    config = with_statistics(task, config, train)
     torch.manual_seed(config["seed"])  # model init and dropout
     model = task.build_model(config).to(device)
     optimizer = make_optimizer(model, config)
