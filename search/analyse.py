@@ -22,13 +22,13 @@ import pandas as pd
 
 from search import cli
 from search.config import UserError, format_config
-from search.io import read_json
+from search.io import read_csv, read_json
 from search.retrain import BASELINE, verdict, verdict_sentence
 from search.tables import best_trial
 
 
 def _csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+    return read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
 
 
 @dataclass

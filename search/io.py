@@ -40,3 +40,9 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> N
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results table as written by write_csv. Trial ids are hex strings that pandas would read as
+    numbers when they look like one ("1e509a2f" is 1e509 = inf, "00123456" is 123456): kept as text."""
+    return pd.read_csv(path, dtype={"trial_id": str})

@@ -25,7 +25,7 @@ import pandas as pd
 from search import cli, experiments, tensorboard
 from search.config import UserError, format_config
 from search.experiment import DataOptions, Experiment, matches, warm_start
-from search.io import read_json, write_csv, write_json
+from search.io import read_csv, read_json, write_csv, write_json
 from search.lock import RunLock
 from search.tables import best_trial
 from search.trainer import Split
@@ -80,7 +80,7 @@ def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: i
 
 def plan_jobs(run_dir: Path, exp: Experiment, top_k: int, seeds: int, epochs: int) -> list[Job]:
     info = read_json(run_dir / "run.json")
-    trials = pd.read_csv(run_dir / "trials.csv")
+    trials = read_csv(run_dir / "trials.csv")
     if best_trial(trials, exp.objective, exp.mode) is None:
         raise UserError(f"{run_dir}: no trial finished with a {exp.objective}; nothing to retrain")
     first_seed = SEED_BASE + 100 * int(info["base_config"].get("seed", 0))
@@ -172,7 +172,7 @@ def collect(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         config = m.pop("config")
         m.pop("statistics", None)  # of the training split, not a metric
         rows.append({**{k: v for k, v in m.items()}, **{f"config_{k}": v for k, v in config.items()}})
-        h = pd.read_csv(metrics.parent / "history.csv")
+        h = read_csv(metrics.parent / "history.csv")
         h.insert(0, "seed", m["seed"])
         h.insert(0, "label", m["label"])
         history.append(h)

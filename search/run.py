@@ -28,7 +28,7 @@ from typing import Any
 from search import cli, experiments
 from search.config import UserError, check_known, format_config, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
-from search.io import read_json, write_json
+from search.io import read_csv, read_json, write_json
 from search.lock import LOCK, RunLock
 from search.plan import Hardware, Plan, estimate_minutes, local_hardware, make_plan, measure_images_per_second
 from search.trainer import Split
@@ -394,7 +394,7 @@ def summarise(exp: Experiment, run_dir: Path, searched: list[str]) -> None:
 
     from search.tables import best_trial
 
-    trials = pd.read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else pd.DataFrame()
+    trials = read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else pd.DataFrame()
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     best = best_trial(trials, exp.objective, exp.mode) if not trials.empty else None
     print(f"search done: {len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")

@@ -114,3 +114,11 @@ def test_history_keeps_wall_timestamps_for_best_so_far(smoke_run):
     history = pd.read_csv(run_dir / "history.csv")
     assert history["timestamp"].notna().all()
     assert all(math.isfinite(t) and t > 1.7e9 for t in history["timestamp"])  # Unix seconds, after 2023
+
+
+def test_trial_ids_that_look_like_numbers_stay_text(tmp_path):
+    """Ray's hex trial ids such as 1e509a2f or 00123456 must not be read back as 1e509 (inf) or 123456."""
+    from search.io import read_csv, write_csv
+
+    write_csv(tmp_path / "trials.csv", pd.DataFrame({"trial_id": ["1e509a2f", "00123456", "abc12345"], "v": [1, 2, 3]}))
+    assert list(read_csv(tmp_path / "trials.csv")["trial_id"]) == ["1e509a2f", "00123456", "abc12345"]
