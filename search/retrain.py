@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +289,10 @@ def main(argv: list[str]) -> int:
             "retrain_seeds", 2), epochs=args.epochs or plan.get("retrain_epochs"),
             cpus=args.cpus_per_run or plan["cpus_per_trial"], gpus=plan["gpus_per_trial"]
             if args.gpus_per_run is None else args.gpus_per_run)
+    except KeyboardInterrupt:  # each finished run is kept: the same command goes on with the others
+        print(f"interrupted; the finished runs are kept; continue with:\n  python -m search.retrain {shlex.join(argv)}",
+              file=sys.stderr)
+        return 130
     finally:
         ray.shutdown()
         lock.release()
@@ -297,6 +303,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     raise SystemExit(cli.run(main, sys.argv[1:]))

@@ -177,11 +177,17 @@ def main(argv: list[str]) -> int:
         if not args.name:
             raise UserError("--resume needs --name NAME of the run to continue")
         run_json = args.results.expanduser().resolve() / exp.name / args.name / "run.json"
-        if not run_json.is_file() or not (run_json.parent / "tune").is_dir():
+        if not run_json.is_file():
             raise UserError(f"{run_json.parent}: no interrupted search to resume there")
         previous = read_json(run_json)
         now = args
         args = parser().parse_args(previous["argv"])
+        from search.tuner import tune_location
+
+        storage_path, tune_name = tune_location(run_json.parent, args.storage)
+        if not (Path(storage_path) / tune_name).is_dir():
+            raise UserError(f"{run_json.parent}: Ray's experiment folder {Path(storage_path) / tune_name} is missing; "
+                            "cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
 
     # ------------------------------------------------------------ config and space (all checks before any output)
@@ -297,28 +303,41 @@ def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous
         print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
         print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
 
-        t0 = time.monotonic()
-        grid = run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
-                          storage=args.storage)
-        info = read_json(run_dir / "run.json")
-        info["search_wall_s"] = info.get("search_wall_s", 0.0) + time.monotonic() - t0  # summed over resumes
-        info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        write_json(run_dir / "run.json", info)
-        interrupted = len(grid) - grid.num_terminated - grid.num_errors > 0 or (
-            len(grid) < plan.trials and not plan.time_budget_min)
-        summarise(exp, run_dir, list(space))
+        interrupted = retrain_interrupted = False
+        if previous is not None and previous.get("search_done"):  # killed while retraining: resume only that
+            print("search: already finished; resuming the retraining")
+        else:
+            t0 = time.monotonic()
+            grid = run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
+                              storage=args.storage)
+            interrupted = len(grid) - grid.num_terminated - grid.num_errors > 0 or (
+                len(grid) < plan.trials and not plan.time_budget_min)
+            info = read_json(run_dir / "run.json")
+            info["search_wall_s"] = info.get("search_wall_s", 0.0) + time.monotonic() - t0  # summed over resumes
+            info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            info["search_done"] = not interrupted
+            write_json(run_dir / "run.json", info)
+            summarise(exp, run_dir, list(space))
         if not interrupted and not args.no_retrain:
             from search.retrain import retrain
 
             t0 = time.monotonic()
-            retrain(run_dir, top_k=plan.retrain_top_k, seeds=plan.retrain_seeds, epochs=plan.retrain_epochs,
-                    cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial, data=data)
+            try:
+                retrain(run_dir, top_k=plan.retrain_top_k, seeds=plan.retrain_seeds, epochs=plan.retrain_epochs,
+                        cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial, data=data)
+            except KeyboardInterrupt:  # every finished retrain run is kept; --resume runs only the others
+                retrain_interrupted = True
             info = read_json(run_dir / "run.json")
             info["retrain_wall_s"] = info.get("retrain_wall_s", 0.0) + time.monotonic() - t0
             write_json(run_dir / "run.json", info)
     finally:
         ray.shutdown()
 
+    if retrain_interrupted:
+        print(f"results in {run_dir}")
+        print(f"interrupted while retraining (the search is complete); continue the retraining with:\n"
+              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
+        return 130
     if not interrupted:
         from search.report import build
 

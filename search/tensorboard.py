@@ -20,6 +20,8 @@ def write_run(folder: Path, history: list[Mapping[str, Any]], config: Mapping[st
     the held-out metrics, as TensorBoard's HParams tab shows them."""
     from tensorboardX import SummaryWriter
 
+    for old in Path(folder).rglob("events.out.tfevents.*"):  # a run redone after an interruption replaces its events
+        old.unlink()
     with SummaryWriter(logdir=str(folder), flush_secs=1) as writer:
         for row in history:
             step = int(row["epoch"])

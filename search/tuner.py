@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,12 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
             progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
     else:
         tuner = new_tuner(exp, trainable, base, space, plan, seed, name, storage_path, callbacks)
-    results = tuner.fit()
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        results = tuner.fit()
+    finally:  # Tune leaves its own Ctrl-C handler behind, which would swallow a Ctrl-C during retraining
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
     save_study(tuner._local_tuner._tune_config.search_alg, run_dir)
     return results
 

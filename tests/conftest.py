@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -71,14 +73,46 @@ def generated_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, generated_cache):
-    """One finished smoke run (search, retraining of 2 configs + baseline on 2 seeds, report), shared
-    by the retrain, report and analysis tests: (exit code, run directory)."""
-    from search import cli, run
+def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
+    """One smoke run (search of 4 trials, retraining of 2 configs + baseline on 2 seeds, report),
+    killed with SIGTERM right after its second retrain run is saved, then finished with
+    `search.run --resume`. What was seen at the kill is kept for tests/test_retrain.py."""
+    import signal
+
+    from search import cli, retrain, run
 
     results = tmp_path_factory.mktemp("results")
+    run_dir = results / "shapes" / "r"
+    story: dict = {"saved": []}
+    original = retrain.save_job
+
+    def save_then_kill(run_dir, job, out):
+        original(run_dir, job, out)
+        story["saved"].append(job.name)
+        if len(story["saved"]) == 2:
+            signal.raise_signal(signal.SIGTERM)  # as `kill PID` would: routed to the Ctrl-C path
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
-        code = cli.run(run.main, ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2",
-                                  "--seeds", "2", "--results", str(results), "--name", "r"])
-    return code, results / "shapes" / "r"
+        mp.setattr(retrain, "save_job", save_then_kill)
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            story["killed_code"] = cli.run(run.main, ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1",
+                                                      "--top-k", "2", "--seeds", "2", "--results", str(results),
+                                                      "--name", "r"])
+        story["killed_err"] = err.getvalue()
+        story["files_at_kill"] = sorted(p.name for p in run_dir.iterdir())
+        story["trials_at_kill"] = (run_dir / "trials.csv").read_bytes()
+        story["mtimes_at_kill"] = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns
+                                   for n in story["saved"]}
+        mp.setattr(retrain, "save_job", original)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            story["code"] = cli.run(run.main, ["shapes", "--results", str(results), "--name", "r", "--resume"])
+        story["resumed_out"] = out.getvalue()
+    story["run_dir"] = run_dir
+    return story
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_run_story):
+    """The finished smoke run shared by the retrain, report and analysis tests: (exit code, run directory)."""
+    return smoke_run_story["code"], smoke_run_story["run_dir"]

@@ -104,3 +104,19 @@ def test_verdict_statistics_by_hand():
 def test_retrain_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli.run(retrain.main, [str(tmp_path)]) == 2
     assert "not a finished search" in capsys.readouterr().err
+
+
+def test_kill_during_retraining_then_resume_retrains_only_the_rest(smoke_run_story):
+    """The shared smoke run was killed after its second retrain run (conftest.smoke_run_story):
+    it stopped with the --resume command and nothing half-done; --resume kept the search as it was
+    and ran only the four missing retrain runs."""
+    story, run_dir = smoke_run_story, smoke_run_story["run_dir"]
+    assert story["killed_code"] == 130 and story["code"] == 0, story["killed_err"][-2000:]
+    assert "interrupted while retraining" in story["killed_err"] and "--name r --resume" in story["killed_err"]
+    assert "search: already finished" in story["resumed_out"]
+    assert "2 of 6 runs already done, 4 to go" in story["resumed_out"]
+    assert "retrain.csv" not in story["files_at_kill"] and "report.md" not in story["files_at_kill"]
+    assert (run_dir / "trials.csv").read_bytes() == story["trials_at_kill"]  # the search was not run again
+    kept = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns for n in story["saved"]}
+    assert kept == story["mtimes_at_kill"]
+    assert len(pd.read_csv(run_dir / "retrain.csv")) == 6
