@@ -17,6 +17,7 @@ mean and std that the experiment normalises with, computed on its TRAIN images o
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     except DataError:
         raise
     except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError) as e:
+            KeyError, MemoryError, OverflowError, RecursionError, struct.error) as e:  # what broken pickles raise
         raise DataError(f"{path} could not be read ({type(e).__name__}: {e}); delete it and pass --download") from None
     data = _field(entry, "data") if isinstance(entry, dict) else None
     labels = _field(entry, "labels") if isinstance(entry, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ from datasets.errors import DataError
 from search.config import UserError
 
 EXIT_USER_ERROR = 2
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota used up
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,6 +48,12 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(f"error: no space left on the device holding {e.filename} ({e.strerror}); files are written whole "
+              "or not at all: free some space, then run the same command again", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

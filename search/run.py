@@ -236,7 +236,14 @@ def main(argv: list[str]) -> int:
             for old in run_dir.iterdir():
                 if old.name != LOCK:
                     shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        return _search(args, argv, exp, previous, base, pinned, space, run_dir, name, hw, plan, plan_for, data)
+        try:
+            return _search(args, argv, exp, previous, base, pinned, space, run_dir, name, hw, plan, plan_for, data)
+        except OSError as e:
+            if e.errno not in cli.DISK_FULL:
+                raise
+            raise UserError(f"no space left on the device holding {e.filename or run_dir} ({e.strerror}); every file "
+                            f"written so far is whole: free some space, then continue with: "
+                            f"python -m search.run {exp.name} --name {name} --resume") from None
 
 
 def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous: dict | None, base: dict,

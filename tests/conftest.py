@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -75,11 +76,13 @@ def generated_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
     """One smoke run (search of 4 trials, retraining of 2 configs + baseline on 2 seeds, report),
-    killed with SIGTERM right after its second retrain run is saved, then finished with
-    `search.run --resume`. What was seen at the kill is kept for tests/test_retrain.py."""
+    killed with SIGTERM right after its second retrain run is saved; resumed onto a full disk (the
+    first retrain file written fails with ENOSPC); then resumed again to the end. What was seen at
+    each step is kept for tests/test_retrain.py."""
     import signal
 
     from search import cli, retrain, run
+    from search import io as search_io
 
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "shapes" / "r"
@@ -105,6 +108,19 @@ def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
         story["mtimes_at_kill"] = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns
                                    for n in story["saved"]}
         mp.setattr(retrain, "save_job", original)
+
+        def disk_full(dest, write):  # the disk fills up as the resumed retraining writes its first file
+            if "retrain" in Path(dest).parts:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+            return real_write(dest, write)
+
+        real_write = search_io.atomic_write
+        mp.setattr(search_io, "atomic_write", disk_full)
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+            story["full_code"] = cli.run(run.main, ["shapes", "--results", str(results), "--name", "r", "--resume"])
+        story["full_err"] = err.getvalue()
+        story["tmp_files_after_full"] = sorted(str(p) for p in run_dir.rglob("*.tmp"))
+        mp.setattr(search_io, "atomic_write", real_write)
         with contextlib.redirect_stdout(io.StringIO()) as out:
             story["code"] = cli.run(run.main, ["shapes", "--results", str(results), "--name", "r", "--resume"])
         story["resumed_out"] = out.getvalue()

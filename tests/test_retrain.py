@@ -120,3 +120,13 @@ def test_kill_during_retraining_then_resume_retrains_only_the_rest(smoke_run_sto
     kept = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns for n in story["saved"]}
     assert kept == story["mtimes_at_kill"]
     assert len(pd.read_csv(run_dir / "retrain.csv")) == 6
+
+
+def test_a_full_disk_stops_with_one_line_and_leaves_no_partial_file(smoke_run_story):
+    """The first resume of the shared smoke run found the disk full (conftest.smoke_run_story)."""
+    story = smoke_run_story
+    assert story["full_code"] == 2
+    assert story["full_err"].count("\n") == 1 and "no space left" in story["full_err"]
+    assert "--name r --resume" in story["full_err"]
+    assert story["tmp_files_after_full"] == []  # every temp file of a failed write removed
+    assert story["code"] == 0 and "2 of 6 runs already done, 4 to go" in story["resumed_out"]
