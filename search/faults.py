@@ -3,15 +3,17 @@
 Set HPSEARCH_FAULT before the search starts (Ray workers inherit the driver's environment):
     KIND@EPOCH[xTIMES][:KEY=VALUE]      e.g. "nan@2:optimizer=sgd", "kill@2x1"
 KIND is nan (the loss becomes NaN), error (RuntimeError), oom (torch.OutOfMemoryError, as CUDA
-raises it) or kill (the worker process is SIGKILLed); EPOCH is the epoch during which it happens;
-xTIMES fires it at most that many times per trial (a transient fault: the retry succeeds); the
-optional KEY=VALUE limits it to trials whose config has that value. HPSEARCH_FAULT_LOG names a
-file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a hash of the config), which is how
-TIMES is counted across the worker processes of retries. Unset: no effect at all.
+raises it), kill (the worker process is SIGKILLed) or disk (OSError ENOSPC, a full disk); EPOCH
+is the epoch during which it happens; xTIMES fires it at most that many times per trial (a
+transient fault: the retry succeeds); the optional KEY=VALUE limits it to trials whose config has
+that value. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
+hash of the config), which is how TIMES is counted across the worker processes of retries. Unset:
+no effect at all.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -23,7 +25,7 @@ import torch
 
 ENV = "HPSEARCH_FAULT"
 LOG_ENV = "HPSEARCH_FAULT_LOG"
-KINDS = ("nan", "error", "oom", "kill")
+KINDS = ("nan", "error", "oom", "kill", "disk")
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,5 @@ class FaultyTask:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Injected by {ENV}")
         if self.fault.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault.kind == "disk":
+            raise OSError(errno.ENOSPC, "No space left on device", f"injected by {ENV}")

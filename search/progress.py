@@ -3,8 +3,10 @@ tables (trials.csv, history.csv, best_config.json) rewritten as each trial ends.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from search.io import write_csv, write_json
 from search.searcher import FINISHED
 
 STATUS_EVERY_S = 30.0
+DISK_FULL = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")  # ENOSPC, EDQUOT
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -37,11 +40,14 @@ class Progress(Callback):
         self.best: float | None = None
         self.latest: dict[str, dict[str, Any]] = {}  # newest result per trial, maybe not on disk yet
         self.trial_best: dict[str, float] = {}
+        self.staging: Path | None = None
 
     # ---------------------------------------------------------------- Ray's hooks
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        if getattr(trial, "local_experiment_path", None):  # where Ray writes the trial folders first
+            self.staging = Path(trial.local_experiment_path)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.latest[trial.trial_id] = {k: v for k, v in result.items() if k != "config"}
@@ -58,6 +64,8 @@ class Progress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, error=True)
+        if DISK_FULL.search(_error_line(trial)):  # the next trials would fail the same way: stop, resumable
+            raise OSError(errno.ENOSPC, "No space left on device", f"trial {trial.trial_id}'s checkpoint folder")
 
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()
@@ -104,7 +112,7 @@ class Progress(Callback):
 
     def write_tables(self):
         trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode, self.running,
-                                         self.latest)
+                                         self.latest, self.staging)
         if not trials.empty:
             write_csv(self.run_dir / "trials.csv", trials)
             write_csv(self.run_dir / "history.csv", history)

@@ -70,12 +70,17 @@ def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
 TRIAL_DIR = re.compile(r"_([0-9a-f]{5,})_(\d+)_")
 
 
-def trial_dirs(tune_dir: Path) -> list[Path]:
-    """Trial folders in the order the trials were created (the warm-start trial first)."""
+def trial_dirs(tune_dir: Path, staging: Path | None = None) -> list[Path]:
+    """Trial folders in the order the trials were created (the warm-start trial first). During a
+    search Ray writes them first in the driver's staging folder and copies that to `tune_dir`
+    every so often: a trial found in `staging` is read from there, as it is newer."""
     def order(p: Path) -> tuple[int, str]:
         m = TRIAL_DIR.search(p.name)
         return (int(m.group(2)), p.name) if m else (1 << 30, p.name)
-    return sorted((p.parent for p in tune_dir.glob("*/params.json")), key=order)
+    found = {p.parent.name: p.parent for p in tune_dir.glob("*/params.json")}
+    if staging is not None and staging != tune_dir:
+        found.update({p.parent.name: p.parent for p in staging.glob("*/params.json")})
+    return sorted(found.values(), key=order)
 
 
 def _trial_id(trial_dir: Path) -> str | None:
@@ -88,11 +93,13 @@ def _trial_id(trial_dir: Path) -> str | None:
 
 def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
             running: set[str] = frozenset(),
-            latest: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+            latest: Mapping[str, Mapping[str, Any]] | None = None,
+            staging: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, history) frames of one search. `running` names trials still in progress; `latest`
-    holds the driver's newest result per trial, which Ray may not have written to disk yet."""
+    holds the driver's newest result per trial, which Ray may not have written to disk yet;
+    `staging` is Ray's driver staging folder of the experiment (see trial_dirs)."""
     trials, history = [], []
-    for trial_dir in trial_dirs(tune_dir):
+    for trial_dir in trial_dirs(tune_dir, staging):
         try:
             params = json.loads((trial_dir / "params.json").read_text())
         except (json.JSONDecodeError, OSError):

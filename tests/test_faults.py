@@ -74,3 +74,21 @@ def test_a_restarted_trial_keeps_only_its_rerun_epochs():
     rows = [{"epoch": e, "v": i} for i, e in enumerate([1, 2, 3, 1, 2, 3, 4])]
     assert [(r["epoch"], r["v"]) for r in _latest_per_epoch(rows)] == [(1, 3), (2, 4), (3, 5), (4, 6)]
     assert _latest_per_epoch(rows[:3]) == rows[:3]
+
+
+def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch, capsys):
+    """A trial that hits a full disk fails; the next ones would too: the search stops with one line
+    naming --resume instead of failing every trial, and the resumed search loses nothing."""
+    monkeypatch.setenv(ENV, "disk@1")
+    code = cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "2", "--max-epochs", "1",
+                              "--concurrency", "1", "--max-failures", "0", "--results", str(tmp_path), "--name", "d"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: no space left") and "--name d --resume" in err[-1]
+    trials = pd.read_csv(tmp_path / "shapes" / "d" / "trials.csv")
+    assert list(trials["status"]) == ["failed"] and "No space left" in trials["reason"].iloc[0]
+
+    monkeypatch.delenv(ENV)  # space freed: --resume runs the trial that hit the full disk again, then the rest
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "d", "--resume"]) == 0
+    after = pd.read_csv(tmp_path / "shapes" / "d" / "trials.csv")
+    assert list(after["status"]) == ["completed"] * 2 and after["trial_id"].iloc[0] == trials["trial_id"].iloc[0]
