@@ -43,6 +43,7 @@ class Plan:
     retrain_epochs: int = 8
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
+    grow_tail: bool = False  # the last trials take the CPUs idle slots leave (search/tail_resources.py)
     estimate_min: float | None = None
 
     def as_dict(self) -> dict:
@@ -98,6 +99,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         retrain_subset=SMOKE_SUBSET if smoke else None, max_failures=max_failures,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
+    plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1
     plan.retrain_epochs = plan.max_epochs  # the budget the search compared configurations at
     return plan
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search import tables
+from search import tables, tail_resources
 from search.config import format_config
 from search.io import write_csv, write_json
 from search.searcher import FINISHED
@@ -28,7 +28,8 @@ def _fmt_minutes(seconds: float) -> str:
 
 class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
-                 objective: str, mode: str, total_trials: int, print_fn=None):
+                 objective: str, mode: str, total_trials: int, print_fn=None,
+                 tail: tuple[float, int] | None = None):
         self.run_dir, self.tune_dir, self.base = run_dir, tune_dir, base
         self.searched, self.objective, self.mode = searched, objective, mode
         # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
@@ -41,6 +42,7 @@ class Progress(Callback):
         self.latest: dict[str, dict[str, Any]] = {}  # newest result per trial, maybe not on disk yet
         self.trial_best: dict[str, float] = {}
         self.staging: Path | None = None
+        self.tail, self.tail_threads = tail, None  # (CPUs per trial, concurrency): see search/tail_resources.py
 
     # ---------------------------------------------------------------- Ray's hooks
 
@@ -50,6 +52,7 @@ class Progress(Callback):
             self.staging = Path(trial.local_experiment_path)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._share_idle_cpus(trials)
         self.latest[trial.trial_id] = {k: v for k, v in result.items() if k != "config"}
         value = result.get(self.objective)
         if isinstance(value, (int, float)) and math.isfinite(value):
@@ -96,6 +99,14 @@ class Progress(Callback):
         config = {**self.base, **trial.config}
         self.print(f"[{self.ended}/{self.total}] {status:<9} {trial.trial_id}  {metric}  {epochs} epochs  "
                    f"{format_config(config, self.searched)}  ({why})")
+
+    def _share_idle_cpus(self, trials) -> None:
+        if self.tail is None:
+            return
+        threads = tail_resources.tail_threads([t.status for t in trials], self.total, *self.tail)
+        if threads is not None and threads != self.tail_threads:
+            tail_resources.write_threads(self.run_dir, threads)
+            self.tail_threads = threads
 
     def status_line(self, trials) -> str:
         counts = {s: 0 for s in ("running", "pending", "ended")}

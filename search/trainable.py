@@ -9,6 +9,7 @@ uses as many torch threads as CPUs it was given, and the GPU Ray assigned it, if
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import ray
 import torch
 from ray import tune
 
-from search import experiments, faults
+from search import experiments, faults, tail_resources
 from search.searcher import FINISHED
 from search.tables import NODE
 from search.trainer import NonFiniteError, Split, fit
@@ -50,9 +51,30 @@ def read_state(path: Path, device: torch.device) -> dict | None:
         return None
 
 
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
+    """A temporary folder holding the trial's state, for Ray to copy into the run's storage. In shared
+    memory (/dev/shm) where there is one and the state fits, so the 155 MB of the shapes net and its
+    Adam state cross the disk once per epoch, not twice; else in the ordinary temp folder."""
+    parents = [SHARED_MEMORY] if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else []
+    for parent in [*parents, None]:
+        folder = tempfile.TemporaryDirectory(dir=parent, prefix="hpsearch-")
+        try:
+            torch.save(make_state(snapshot=False), Path(folder.name) / STATE_FILE)  # serialised now: no copy
+            return folder
+        except OSError:
+            folder.cleanup()
+            if parent is None:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,
-              marker_dir: str | None = None) -> None:
-    """Only the search splits reach a trial: the held-out split stays with the driver."""
+              marker_dir: str | None = None, tail_dir: str | None = None) -> None:
+    """Only the search splits reach a trial: the held-out split stays with the driver. With
+    `tail_dir`, the trial takes more torch threads when the driver says slots idle (search/tail_resources.py)."""
     exp = experiments.get(experiment)
     config = {**base, **params}
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -63,9 +85,11 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     state = load_state(checkpoint, device) if checkpoint else None
 
     def report(row: dict[str, float], make_state, last: bool) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(make_state(), Path(d) / STATE_FILE)
+        with written_checkpoint(make_state) as d:
             tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
+        threads = tail_resources.read_threads(tail_dir) if tail_dir else None
+        if threads is not None and threads > torch.get_num_threads():
+            torch.set_num_threads(threads)  # the search's tail: other slots are idle
 
     # A diverged configuration diverges again from its checkpoint: a retry (--max-failures) after
     # a NaN fails at once instead of spending the epochs again. The marker goes to the run folder

@@ -193,14 +193,15 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         result.best = state["best"]
         bad_epochs, elapsed, first_epoch = state["bad_epochs"], state["elapsed"], state["epoch"] + 1
 
-    def checkpoint() -> dict:
+    def checkpoint(snapshot: bool = True) -> dict:
         # A snapshot: state_dict()s and the history list are live references that later epochs change.
+        # snapshot=False skips the copy (0.07 s for the shapes net) for a caller that serialises it at once.
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "history": result.history, "best": result.best, "bad_epochs": bad_epochs, "elapsed": elapsed}
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        return copy.deepcopy(state)
+        return copy.deepcopy(state) if snapshot else state
 
     for epoch in range(first_epoch, config["epochs"] + 1):
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from ray.tune.error import TuneError
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from search import tail_resources
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
 from search.plan import Plan
@@ -50,9 +51,11 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     tune_dir = Path(storage_path) / name
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
-                             marker_dir=str(run_dir / DIVERGED)),
+                             marker_dir=str(run_dir / DIVERGED), tail_dir=str(run_dir) if plan.grow_tail else None),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
-    progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn)
+    progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn,
+                        tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None)
+    tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback(), progress]
     quiet()
@@ -78,6 +81,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     finally:  # Tune leaves its own Ctrl-C handler behind, which would swallow a Ctrl-C during retraining
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)
+        tail_resources.clear(run_dir)
     save_study(tuner._local_tuner._tune_config.search_alg, run_dir)
     return results
 

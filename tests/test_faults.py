@@ -4,6 +4,8 @@ its reason, the search goes on, and Optuna never receives a value for it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -92,3 +94,28 @@ def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch
     assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "d", "--resume"]) == 0
     after = pd.read_csv(tmp_path / "shapes" / "d" / "trials.csv")
     assert list(after["status"]) == ["completed"] * 2 and after["trial_id"].iloc[0] == trials["trial_id"].iloc[0]
+
+
+def test_a_checkpoint_that_does_not_fit_in_shared_memory_goes_to_the_temp_folder(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import torch
+
+    from search import trainable
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(trainable, "SHARED_MEMORY", shm)
+    calls = []
+
+    def make_state(snapshot):
+        calls.append(snapshot)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")  # shared memory full mid-write
+        return {"w": torch.ones(3)}
+
+    with trainable.written_checkpoint(make_state) as d:
+        assert Path(d).parent == Path(tempfile.gettempdir())
+        assert torch.load(Path(d) / trainable.STATE_FILE, weights_only=True)["w"].sum() == 3
+    assert calls == [False, False] and list(shm.iterdir()) == []  # no copy asked for; nothing left behind
