@@ -159,7 +159,7 @@ EXPERIMENT = Experiment(
     summary="GSN shapes: classify and count geometric shapes (28x28, 135 classes, 6 counts)",
     task=ShapesTask(), load=load, defaults=DEFAULTS, space=SPACE, limits=LIMITS,
     objective="val_acc", mode="max",
-    budget_cpu=Budget(trials=10, max_epochs=6, grace_epochs=2),  # search + retrain within ~20 min on 2 cores
+    budget_cpu=Budget(trials=16, max_epochs=6, grace_epochs=2),  # search + retrain: about 12 min on 2 cores
     budget_gpu=Budget(trials=60, max_epochs=40, grace_epochs=5),
     inactive=inactive,
     report_metrics=("test_acc", "test_f1", "test_pair_acc", "test_rmse", "test_mae"),
