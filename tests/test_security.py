@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,28 @@ def test_listening_parser_finds_a_loopback_listener():
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert ("127.0.0.1", s.getsockname()[1]) in listening()
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
+def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
+    """Needs Ray's dashboard packages (`pip install -e ".[dashboard]"`); skipped without them."""
+    pytest.importorskip("aiohttp")
+    import ray
+    from ray._private import worker
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    run.start_ray(argparse.Namespace(dashboard=True, address=None), Hardware(cpus=1, gpus=0))
+    try:
+        url = worker._global_node.address_info.get("webui_url")
+        assert url, "no dashboard started: the check would be vacuous"
+        port = int(url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while not any(p == port for _, p in listening()) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the dashboard process binds a moment after ray.init returns
+        addresses = {addr for addr, p in listening() if p == port}
+        assert addresses == {"127.0.0.1"}, addresses
+    finally:
+        ray.shutdown()
 
 
 def test_dashboard_without_its_packages_is_a_one_line_error(tmp_path, capsys):
