@@ -1,14 +1,14 @@
 """Fault injection for tests: make chosen trials fail the way real ones do, inside real Ray workers.
 
 Set HPSEARCH_FAULT before the search starts (Ray workers inherit the driver's environment):
-    KIND@EPOCH[xTIMES][:KEY=VALUE]      e.g. "nan@2:optimizer=sgd", "kill@2x1"
+    KIND@EPOCH[xTIMES][:KEY=VALUE][;...]   e.g. "nan@2:optimizer=sgd", "kill@2x1:dropout=0.5;oom@2x1"
 KIND is nan (the loss becomes NaN), error (RuntimeError), oom (torch.OutOfMemoryError, as CUDA
 raises it), kill (the worker process is SIGKILLed) or disk (OSError ENOSPC, a full disk); EPOCH
 is the epoch during which it happens; xTIMES fires it at most that many times per trial (a
 transient fault: the retry succeeds); the optional KEY=VALUE limits it to trials whose config has
 that value. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
 hash of the config), which is how TIMES is counted across the worker processes of retries. Unset:
-no effect at all.
+no effect at all. Several faults separated by ";": a trial gets the first one that applies to it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def from_env(config: dict[str, Any]) -> Fault | None:
     text = os.environ.get(ENV)
     if not text:
         return None
-    fault = Fault.parse(text)
-    return fault if fault.applies(config) else None
+    faults = [Fault.parse(part) for part in text.split(";")]
+    return next((f for f in faults if f.applies(config)), None)
 
 
 def trial_key(config: dict[str, Any]) -> str:
