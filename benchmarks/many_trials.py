@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from search.io import read_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.5
 TRIAL_LINE = re.compile(r"^\[(\d+)/(\d+)\] ")  # Progress's line per ended trial
@@ -162,8 +164,8 @@ def main() -> None:
     complete = lines_ok = False
     if (run_dir / "trials.csv").is_file():
         info = json.loads((run_dir / "run.json").read_text())
-        trials = pd.read_csv(run_dir / "trials.csv")
-        history = pd.read_csv(run_dir / "history.csv")
+        trials = read_csv(run_dir / "trials.csv")
+        history = read_csv(run_dir / "history.csv")
         epochs = int(trials["epochs_run"].sum())
         counts = trials["status"].value_counts().to_dict()
         conc = info["plan"]["concurrency"]

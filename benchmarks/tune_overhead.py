@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from search.io import read_csv
+
 
 def intervals(history: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: when its training loop started and when it last reported (Unix s)."""
@@ -48,8 +50,8 @@ def idle_between(spans: pd.DataFrame, t0: float, t1: float, slots: int, step: fl
 
 def report(run_dir: Path) -> None:
     info = json.loads((run_dir / "run.json").read_text())
-    trials = pd.read_csv(run_dir / "trials.csv", dtype={"trial_id": str})
-    history = pd.read_csv(run_dir / "history.csv", dtype={"trial_id": str})
+    trials = read_csv(run_dir / "trials.csv")
+    history = read_csv(run_dir / "history.csv")
     wall, slots = info["search_wall_s"], info["plan"]["concurrency"]
     train = trials["last_time_s"].fillna(0).sum()
     ideal = train / slots

@@ -18,6 +18,20 @@ EXIT_USER_ERROR = 2
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota used up
 
 
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The full-disk OSError that `e` is or was caused by (Ray Tune wraps a callback's error), else None."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_message(e: OSError, then: str, where: object = None) -> str:
+    return (f"no space left on the device holding {e.filename or where} ({e.strerror}); files are written whole "
+            f"or not at all: free some space, then {then}")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with its errors in one line (it prints the usage block, then the error, by default)."""
 
@@ -49,10 +63,9 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno not in DISK_FULL:
+        if disk_full(e) is None:
             raise
-        print(f"error: no space left on the device holding {e.filename} ({e.strerror}); files are written whole "
-              "or not at all: free some space, then run the same command again", file=sys.stderr)
+        print(f"error: {disk_full_message(e, 'run the same command again')}", file=sys.stderr)
         return EXIT_USER_ERROR
     finally:
         if in_main_thread:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -13,13 +14,14 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search import tables, tail_resources
+from search import cli, tables, tail_resources
 from search.config import format_config
 from search.io import write_csv, write_json
 from search.searcher import FINISHED
 
 STATUS_EVERY_S = 30.0
-DISK_FULL = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")  # ENOSPC, EDQUOT
+# A trial's error line naming a full disk (or quota), as Python prints an OSError.
+DISK_FULL = re.compile("|".join(rf"\[Errno {n}\]|{re.escape(os.strerror(n))}" for n in cli.DISK_FULL))
 
 
 def _fmt_minutes(seconds: float) -> str:

@@ -238,12 +238,16 @@ def main(argv: list[str]) -> int:
                     shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         try:
             return _search(args, argv, exp, previous, base, pinned, space, run_dir, name, hw, plan, plan_for, data)
-        except OSError as e:
-            if e.errno not in cli.DISK_FULL:
+        except Exception as e:  # a full disk, maybe wrapped in Ray Tune's TuneError: resumable
+            full = cli.disk_full(e)
+            if full is None:
                 raise
-            raise UserError(f"no space left on the device holding {e.filename or run_dir} ({e.strerror}); every file "
-                            f"written so far is whole: free some space, then continue with: "
-                            f"python -m search.run {exp.name} --name {name} --resume") from None
+            then = f"continue with: {resume_command(exp, name)}"
+            raise UserError(cli.disk_full_message(full, then, run_dir)) from None
+
+
+def resume_command(exp: Experiment, name: str) -> str:
+    return f"python -m search.run {exp.name} --name {name} --resume"
 
 
 def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous: dict | None, base: dict,
@@ -343,7 +347,7 @@ def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous
     if retrain_interrupted:
         print(f"results in {run_dir}")
         print(f"interrupted while retraining (the search is complete); continue the retraining with:\n"
-              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
+              f"  {resume_command(exp, name)}", file=sys.stderr)
         return 130
     if not interrupted:
         from search.report import build
@@ -351,8 +355,7 @@ def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous
         print(f"report: {build(run_dir)}")
     print(f"results in {run_dir}")
     if interrupted:
-        print(f"interrupted before all trials ended; continue with:\n"
-              f"  python -m search.run {exp.name} --name {name} --resume", file=sys.stderr)
+        print(f"interrupted before all trials ended; continue with:\n  {resume_command(exp, name)}", file=sys.stderr)
         return 130
     return 0
 

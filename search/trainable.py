@@ -58,17 +58,22 @@ def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
     """A temporary folder holding the trial's state, for Ray to copy into the run's storage. In shared
     memory (/dev/shm) where there is one and the state fits, so the 155 MB of the shapes net and its
     Adam state cross the disk once per epoch, not twice; else in the ordinary temp folder."""
-    parents = [SHARED_MEMORY] if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else []
-    for parent in [*parents, None]:
-        folder = tempfile.TemporaryDirectory(dir=parent, prefix="hpsearch-")
+    if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK):
         try:
-            torch.save(make_state(snapshot=False), Path(folder.name) / STATE_FILE)  # serialised now: no copy
-            return folder
+            return _state_saved_in(SHARED_MEMORY, make_state)
         except OSError:
-            folder.cleanup()
-            if parent is None:
-                raise
-    raise AssertionError("unreachable")
+            pass  # shared memory full
+    return _state_saved_in(None, make_state)
+
+
+def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirectory:
+    folder = tempfile.TemporaryDirectory(dir=parent, prefix="hpsearch-")
+    try:
+        torch.save(make_state(snapshot=False), Path(folder.name) / STATE_FILE)  # serialised now: no copy
+    except BaseException:
+        folder.cleanup()
+        raise
+    return folder
 
 
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,

@@ -162,7 +162,7 @@ def with_statistics(task: Task, config: dict, train: Split) -> dict:
 
 def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
         objective: tuple[str, str] = ("val_acc", "max"),
-        on_epoch: Callable[[dict[str, float], Callable[[], dict], bool], None] | None = None,
+        on_epoch: Callable[[dict[str, float], Callable[..., dict], bool], None] | None = None,
         state: dict | None = None, keep_best: bool = False) -> FitResult:
     """Train one configuration for config['epochs'] epochs, early-stopping on the objective.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -12,7 +11,6 @@ from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.error import TuneError
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
@@ -73,11 +71,6 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     sigint = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
-    except TuneError as e:  # our callback stopped a search whose disk is full: say that, not Tune's wrapper
-        cause = e
-        while cause is not None and not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
-            cause = cause.__cause__ or cause.__context__
-        raise cause or e from None
     finally:  # Tune leaves its own Ctrl-C handler behind, which would swallow a Ctrl-C during retraining
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from idx_files import write_raw
 
-from datasets import digit_pairs
+from datasets import digit_pairs, idx
 from datasets.digit_pairs import PairSet, load, load_sklearn_digits, make_pairs, normalise
 from datasets.errors import DataError
 
 N_TRAIN, N_TEST = 60, 40  # fake MNIST images
 TEST_OFFSET = 100  # test image j is filled with 100 + j, train image i with 1 + i: tells them apart
-IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_NAMES = idx.RAW_FILES  # torchvision's four file names
 
 
 def fake_images(n: int, fill0: int) -> torch.Tensor:
