@@ -104,7 +104,9 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # The latest only: an unreadable one restarts the trial (trainable.read_state), and each holds
+            # the model and optimiser state (155 MB for shapes): two per trial made a default run 4.6 GB.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # a crashed, killed or out-of-memory trial restarts from its last checkpoint this many times
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         ),
