@@ -2,7 +2,7 @@
 
     python benchmarks/epoch_vs_floor.py [--data PATH] [--batch-size 64] [--precision auto] [--repeats 3]
 
-The epoch is search.trainer.train_epoch on 9,000 images with every augmentation at p=0.5: index
+The epoch is search.loop.train_epoch on 9,000 images with every augmentation at p=0.5: index
 slicing, uint8->float, augmentation and the optimiser step included. The floor runs the same
 model, optimiser, batch size and precision over the same number of images already prepared as
 float batches. Goal: ratio <= 1.15. Runs alternate and the medians are compared.
@@ -19,7 +19,7 @@ import torch
 
 from search.experiment import DataOptions
 from search.experiments import shapes as exp
-from search.trainer import Split, autocast, make_optimizer, resolve_precision, train_epoch
+from search.loop import Split, autocast, make_optimizer, resolve_precision, train_epoch
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared/data/gsn/data_gsn.zip"
 

@@ -36,7 +36,7 @@ from search import cli
 from search.config import UserError, format_config, parse_assignments, resolve
 from search.experiment import DataOptions
 from search.experiments import shapes as exp
-from search.trainer import Split, evaluate, fit, resolve_precision
+from search.loop import Split, evaluate, fit, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO_ROOT.parent / "shared" / "data" / "gsn" / "data_gsn.zip"

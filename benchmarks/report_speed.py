@@ -4,7 +4,7 @@
 
 Writes a `shapes` run in the real format: Ray-style trial folders (tune/*/params.json, result.json)
 turned into trials.csv and history.csv by `search.tables.collect`, retrain/<label>-seed<S>/ folders
-(baseline + top 3 x 3 seeds, picked by `search.retrain.plan_jobs`) turned into retrain.csv,
+(baseline + top 3 x 3 seeds, picked by `search.retraining.plan_jobs`) turned into retrain.csv,
 retrain_history.csv and verdict.csv by `search.retrain`. Configs are sampled from the space by a
 seeded generator (the first is the baseline warm start), learn along noisy saturating curves, and
 are stopped by asynchronous ASHA's rule (grace 2, keep 1/2, the CPU plan's); ~3% fail.
@@ -30,10 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # allow `python benchmarks/report_speed.py`
 from datasets.shapes import KINDS
-from search import analyse, experiments, report, retrain, run, tables
+from search import analyse, experiments, report, retraining, run, schedulers, stages, stats, tables
 from search.experiment import LOOP_LIMITS, Choice, warm_start
 from search.io import write_csv, write_json
 from search.plan import Hardware, make_plan
+from search.record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RUN = ROOT / "results" / "shapes" / "default-gen"
@@ -100,17 +101,19 @@ def write_search(run_dir: Path, exp, base: dict, plan, rng: np.random.Generator)
         if i in failing:
             (folder / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: "
                                               "DataLoader worker (pid 4242) is killed by signal: Killed.\n")
-    trials, history = tables.collect(run_dir / "tune", base, exp.objective, exp.mode)
+    trials, history = tables.collect(run_dir / "tune", base, exp.objective, exp.mode,
+                                     schedulers.get("asha").stop_reason)
     write_csv(run_dir / "trials.csv", trials)
     write_csv(run_dir / "history.csv", history)
     return max(slots) - T0
 
 
 def write_retrain(run_dir: Path, exp, plan, rng: np.random.Generator) -> float:
-    """retrain/<label>-seed<S>/{metrics.json,history.csv} as search.retrain.save_job leaves them (no
+    """retrain/<label>-seed<S>/{metrics.json,history.csv} as search.retraining.save_job leaves them (no
     model.pt, no TensorBoard events), then retrain.csv, retrain_history.csv, verdict.csv; returns wall time."""
     total, max_epochs = 0.0, plan.retrain_epochs
-    for job in retrain.plan_jobs(run_dir, exp, plan.retrain_top_k, plan.retrain_seeds, max_epochs):
+    record = RunRecord.read(run_dir)
+    for job in retraining.plan_jobs(run_dir, record, exp, plan.retrain_top_k, plan.retrain_seeds, max_epochs):
         acc = float(np.clip(ceiling(job.config) + 0.05 + rng.normal(0, 0.02), 0, 1))
         epoch_s = 25 * (64 / job.config["batch_size"]) ** 0.3
         write_csv(run_dir / "retrain" / job.name / "history.csv",
@@ -119,10 +122,10 @@ def write_retrain(run_dir: Path, exp, plan, rng: np.random.Generator) -> float:
         write_json(run_dir / "retrain" / job.name / "metrics.json", {"label": job.label, "seed": job.seed,
                    "trial_id": job.trial_id, "config": job.config, **metrics(acc, rng, "test_")})
         total += max_epochs * epoch_s
-    table, history = retrain.collect(run_dir)
+    table, history = retraining.collect(run_dir)
     write_csv(run_dir / "retrain.csv", table)
     write_csv(run_dir / "retrain_history.csv", history)
-    write_csv(run_dir / "verdict.csv", retrain.verdict(table, "test_" + exp.objective.removeprefix("val_"), exp.mode))
+    write_csv(run_dir / "verdict.csv", stats.verdict(table, "test_" + exp.objective.removeprefix("val_"), exp.mode))
     return total / plan.concurrency
 
 
@@ -142,7 +145,7 @@ def write_run(run_dir: Path, n: int, max_epochs: int) -> None:
                      "val": 1000, "full_train": 9000, "test": 1000},
             "base_config": base, "pinned": {}, "searched": list(exp.space),
             "space": {k: d.describe() for k, d in exp.space.items()}, "objective": exp.objective, "mode": exp.mode,
-            "versions": run.versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(T0))}
+            "versions": stages.versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(T0))}
     write_json(run_dir / "run.json", info)
     info["search_wall_s"] = write_search(run_dir, exp, base, plan, rng)
     info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(T0 + info["search_wall_s"]))

@@ -39,7 +39,7 @@ from search import cli
 from search.config import UserError
 from search.experiment import DataOptions
 from search.experiments import shapes
-from search.trainer import Split
+from search.loop import Split
 
 METHODS = ("random", "tpe+asha")
 
@@ -118,7 +118,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
 
     from search.experiment import warm_start
     from search.searcher import HonestOptunaSearch, make_searcher, to_tune
-    from search.trainable import run_trial
+    from search.trial import run_trial
 
     base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
     warm = [] if args.no_warm_start else [warm_start(base, space)]
@@ -214,11 +214,12 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
     started = time.monotonic()
     exp = shapes.EXPERIMENT
-    loaded = exp.load(DataOptions(args.data_dir, False, None, split_seed=0))
+    loaded = exp.load(DataOptions(args.data_dir, False, split_seed=0))
     train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
     val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
 
-    from search.run import searched_space, versions
+    from search.run import searched_space
+    from search.stages import versions
     from search.tuner import quiet
 
     space = searched_space(exp, {})

@@ -12,7 +12,6 @@ In Python:
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from search import cli
+from search import cli, experiments
 from search.config import UserError, format_config
-from search.io import read_csv, read_json
-from search.retrain import BASELINE, verdict, verdict_sentence
+from search.io import read_csv
+from search.plan import Plan
+from search.record import RunRecord
+from search.stats import BASELINE, mean_std, verdict, verdict_sentence
 from search.tables import best_trial
 
 
@@ -36,49 +37,58 @@ class Run:
     """One run directory as data. Frames are empty when that step has not run (e.g. no retraining)."""
 
     path: Path
-    info: dict[str, Any]  # run.json: command, options, plan, hardware, data, space, versions
+    record: RunRecord  # run.json: command, options, plan, hardware, data, space, versions (a dict is read as one)
     trials: pd.DataFrame  # trials.csv: one row per trial (status, config, best_/last_ metrics)
     history: pd.DataFrame  # history.csv: one row per trial per epoch
     retrain: pd.DataFrame = field(default_factory=pd.DataFrame)  # retrain.csv: one row per (config, seed)
     retrain_history: pd.DataFrame = field(default_factory=pd.DataFrame)  # per retrain run per epoch
     optuna: pd.DataFrame = field(default_factory=pd.DataFrame)  # what Optuna was told about each trial
 
+    def __post_init__(self):
+        if isinstance(self.record, dict):
+            self.record = RunRecord.from_dict(self.record)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """run.json as a plain dict (the record's fields by name)."""
+        return self.record.to_dict()
+
     @property
     def name(self) -> str:
-        return self.info.get("name", self.path.name)
+        return self.record.name or self.path.name
 
     @property
     def experiment(self) -> str:
-        return self.info["experiment"]
+        return self.record.experiment
 
     @property
     def options(self) -> dict[str, Any]:
-        return self.info["options"]
+        return self.record.options
 
     @property
-    def plan(self) -> dict[str, Any]:
-        return self.info["plan"]
+    def plan(self) -> Plan:
+        return self.record.plan
 
     @property
     def objective(self) -> str:
-        return self.info["objective"]
+        return self.record.objective
 
     @property
     def mode(self) -> str:
-        return self.info["mode"]
+        return self.record.mode
 
     @property
     def searched(self) -> list[str]:
-        return list(self.info["searched"])
+        return list(self.record.searched)
 
     @property
     def pinned(self) -> dict[str, Any]:
-        return dict(self.info.get("pinned", {}))
+        return dict(self.record.pinned)
 
     @property
     def test_objective(self) -> str:
         """The objective's column in retrain.csv: val_acc is scored as test_acc on the held-out split."""
-        return "test_" + self.objective.removeprefix("val_")
+        return self.record.test_objective
 
     def best(self) -> pd.Series | None:
         """The search's best trial (best epoch on the objective), or None if none finished one."""
@@ -101,22 +111,12 @@ class Run:
 
 def load(run_dir: str | Path) -> Run:
     path = Path(run_dir).expanduser().resolve()
-    if not (path / "run.json").is_file():
-        raise UserError(f"{path}: not a run directory (no run.json); give results/<experiment>/<name>")
-    info = read_json(path / "run.json")
+    record = RunRecord.read(path)
     if not (path / "trials.csv").is_file():
         raise UserError(f"{path}: the search has not written trials.csv yet; resume it with "
-                        f"`python -m search.run {info.get('experiment', '...')} --name {path.name} --resume`")
-    return Run(path, info, _csv(path / "trials.csv"), _csv(path / "history.csv"), _csv(path / "retrain.csv"),
+                        f"`python -m search.run {record.experiment} --name {path.name} --resume`")
+    return Run(path, record, _csv(path / "trials.csv"), _csv(path / "history.csv"), _csv(path / "retrain.csv"),
                _csv(path / "retrain_history.csv"), _csv(path / "optuna_trials.csv"))
-
-
-def mean_std(values: pd.Series, digits: int = 4) -> str:
-    values = values.dropna()
-    if values.empty:
-        return ""
-    std = values.std(ddof=1) if len(values) > 1 else math.nan
-    return f"{values.mean():.{digits}f}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
 
 
 def retrain_table(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -151,9 +151,9 @@ def compare(runs: list[Run], metrics: list[str] | None = None) -> pd.DataFrame:
 
 def summary(run: Run) -> str:
     counts = run.trials["status"].value_counts() if not run.trials.empty else pd.Series(dtype=int)
-    lines = [f"{run.path}", f"  {run.info.get('command', '')}",
+    lines = [f"{run.path}", f"  {run.record.command}",
              f"  experiment {run.experiment}; objective {run.objective} ({run.mode}); "
-             f"data {run.info['data']['source']}",
+             f"data {run.record.data.get('source')}",
              f"  trials: {len(run.trials)} ({', '.join(f'{n} {s}' for s, n in counts.items()) or 'none'})"]
     best = run.best()
     if best is not None:
@@ -183,8 +183,6 @@ def main(argv: list[str]) -> int:
         return 0
     metrics = None
     if len({r.experiment for r in runs}) == 1:  # the experiment's headline metrics, not every per-kind one
-        from search import experiments
-
         metrics = list(experiments.get(runs[0].experiment).report_metrics) or None
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(compare(runs, metrics).to_string(index=False))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import UserError
-from search.trainer import Split, Task
+from search.loop import Split, Task
 
 # ---------------------------------------------------------------- search-space dimensions (data)
 
@@ -110,7 +110,7 @@ POSITIVE = Limit(0.0, low_open=True)
 NON_NEGATIVE = Limit(0.0)
 COUNT = Limit(1)
 
-# Keys the shared training loop reads (search.trainer); every experiment has them.
+# Keys the shared training loop reads (search.loop); every experiment has them.
 LOOP_LIMITS = {
     "lr": POSITIVE, "momentum": Limit(0.0, 1.0, high_open=True), "weight_decay": NON_NEGATIVE,
     "optimizer": Limit(choices=("adam", "sgd")), "batch_size": COUNT, "epochs": COUNT,
@@ -132,20 +132,25 @@ class Data:
     test: Split
     info: dict[str, Any] = field(default_factory=dict)  # source, sizes; printed and saved
 
+    def limited(self, train: int | None = None, val: int | None = None, full_train: int | None = None) -> Data:
+        """The first `train` / `val` / `full_train` samples of those splits (None: all of it). The
+        one place data is cut: the plan decides the numbers (search/plan.py), the loaders never cut."""
+        def cut(split: Split, n: int | None) -> Split:
+            return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
+
+        out = Data(cut(self.train, train), cut(self.val, val), cut(self.full_train, full_train), self.test,
+                   dict(self.info))
+        # full_train stays the split's size in `info`: a smoke run's retraining is cut, its data set is not
+        out.info.update(train=len(out.train), val=len(out.val))
+        return out
+
 
 @dataclass(frozen=True)
 class DataOptions:
     data_dir: Path | None = None  # None: the experiment's offline default
     download: bool = False
-    subset: int | None = None  # cap on training samples (smoke runs)
     split_seed: int = 0  # the inner train/validation split
     source: str | None = None  # which of the experiment's data sources (None: its first)
-
-    @classmethod
-    def of_run(cls, options: Mapping[str, Any]) -> DataOptions:
-        """The data a finished run used, from run.json's options (never downloads again)."""
-        return cls(Path(options["data_dir"]) if options.get("data_dir") else None, False, None,
-                   split_seed=int(options.get("seed", 0)), source=options.get("source"))
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ class Budget:
 
     trials: int
     max_epochs: int
-    grace_epochs: int  # ASHA's first rung: no trial is stopped before this many epochs
+    grace_epochs: int  # the scheduler's first decision: no trial is stopped before this many epochs
     retrain_top_k: int | None = None  # None: the hardware's default (1 on CPU, 3 on GPU)
     retrain_seeds: int | None = None  # None: the hardware's default (2 on CPU, 3 on GPU)
 

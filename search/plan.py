@@ -1,11 +1,14 @@
-"""The run's plan: hardware found, budgets sized from it (or given), resources per trial, estimate."""
+"""The run's plan: hardware found, budgets sized from it (or given), resources per trial, estimate.
+
+The plan decides every number of a run (trials, epochs, resources, how much data each stage
+trains on) once, before anything runs; it is saved in run.json (search/record.py) and a resumed
+or retrained run reads it back instead of deciding again."""
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -31,13 +34,15 @@ class Hardware:
 class Plan:
     trials: int
     max_epochs: int
-    grace_epochs: int
-    reduction_factor: int
+    grace_epochs: int  # the scheduler's first decision: no trial is stopped or changed before this epoch
+    reduction_factor: int  # a rung keeps 1/reduction_factor of the trials that reach it
     concurrency: int
     cpus_per_trial: float
     gpus_per_trial: float
     subset: int | None  # training images per trial (None: the whole search-train split)
     time_budget_min: float | None
+    scheduler: str = "asha"  # a name in search/schedulers.py (runs written before it existed used this one)
+    val_subset: int | None = None  # validation images per trial (smoke only; None: the whole split)
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -49,6 +54,13 @@ class Plan:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        """A plan as run.json holds it; keys of another version are ignored, missing optional ones
+        take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 def local_hardware() -> Hardware:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -58,7 +70,7 @@ def local_hardware() -> Hardware:
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
-              seeds: int | None = None, max_failures: int = 2) -> Plan:
+              seeds: int | None = None, max_failures: int = 2, scheduler: str = "asha") -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds)):
         if value is not None and value < 1:
@@ -92,7 +104,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         concurrency=min(concurrency or slots, slots),
         cpus_per_trial=cpt, gpus_per_trial=gpt,
         subset=SMOKE_SUBSET if smoke else (None if hw.gpus else CPU_SEARCH_SUBSET),
-        time_budget_min=time_budget_min,
+        time_budget_min=time_budget_min, scheduler=scheduler, val_subset=SMOKE_SUBSET if smoke else None,
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
@@ -104,48 +116,13 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     return plan
 
 
-def measure_images_per_second(exp: Experiment, config: dict, x: torch.Tensor, y: torch.Tensor, threads: float,
-                              device: torch.device, batches: int = 3) -> float:
-    """A few training steps of the experiment's model on one batch: images/s of one trial."""
-    from search.trainer import Split, autocast, make_optimizer, resolve_precision, with_statistics
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        model = exp.task.build_model(config).to(device)
-        opt = make_optimizer(model, config)
-        precision = resolve_precision(config["precision"], device)
-        config = with_statistics(exp.task, config, Split(x, y))  # as fit() does: e.g. normalisation
-        x, y = exp.task.prepare(x.to(device), y.to(device), config, None)
-        times = []
-        for _ in range(batches + 1):
-            t = time.perf_counter()
-            with autocast(precision, device):
-                loss = exp.task.loss(model(x), y, config)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        return config["batch_size"] / sorted(times[1:])[len(times[1:]) // 2]
-    finally:
-        torch.set_num_threads(previous)
-
-
 def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size: int,
-                     images_per_second: float) -> float | None:
-    """Wall time of search and retraining, if ASHA keeps 1/reduction_factor of trials past each rung."""
+                     images_per_second: float, search_epochs: float) -> float | None:
+    """Wall time of search and retraining, given the epochs the scheduler expects the search to
+    train in all (search/schedulers.py)."""
     if not math.isfinite(images_per_second) or images_per_second <= 0:
         return None
-    # The first trials have no rung to be compared against, so they run to the end.
-    first = min(plan.concurrency, plan.trials)
-    epochs, alive, rung = float(first * plan.max_epochs), float(plan.trials - first), plan.grace_epochs
-    done = 0
-    while done < plan.max_epochs:
-        step_to = min(rung, plan.max_epochs)
-        epochs += alive * (step_to - done)
-        done, alive, rung = step_to, alive / plan.reduction_factor, rung * plan.reduction_factor
+    epochs = search_epochs
     seconds_per_epoch = (train_size + val_size / 3) / images_per_second  # evaluation ~ 1/3 of a step
     search = epochs * seconds_per_epoch / plan.concurrency * 1.1  # +10% for Tune's own overhead
     retrain_images = (plan.retrain_top_k + 1) * plan.retrain_seeds * plan.retrain_epochs * (

@@ -13,7 +13,7 @@ from datasets.files import atomic_write
 DPI = 110  # a 6.4 x 4.8 inch figure is 704 x 528 px: sharp on screen, small on disk
 STATUS_STYLE = {  # how each trial status is drawn, the same in every plot
     "completed": {"marker": "o", "color": "tab:blue", "label": "completed"},
-    "stopped": {"marker": "x", "color": "tab:orange", "label": "stopped by ASHA"},
+    "stopped": {"marker": "x", "color": "tab:orange", "label": "stopped early by the scheduler"},
     "running": {"marker": "x", "color": "tab:gray", "label": "running"},
     "failed": {"marker": "v", "color": "tab:red", "label": "failed"},
 }

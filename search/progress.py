@@ -6,22 +6,19 @@ from __future__ import annotations
 import errno
 import functools
 import math
-import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from search import cli, tables, tail_resources
+from search import tables, tail_resources
 from search.config import format_config
 from search.io import write_csv, write_json
-from search.searcher import FINISHED
+from search.protocol import DISK_FULL, error_line, plain, trial_status
+from search.schedulers import Scheduler
 
 STATUS_EVERY_S = 30.0
-# A trial's error line naming a full disk (or quota), as Python prints an OSError.
-DISK_FULL = re.compile("|".join(rf"\[Errno {n}\]|{re.escape(os.strerror(n))}" for n in cli.DISK_FULL))
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -30,9 +27,9 @@ def _fmt_minutes(seconds: float) -> str:
 
 class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
-                 objective: str, mode: str, total_trials: int, print_fn=None,
+                 objective: str, mode: str, total_trials: int, scheduler: Scheduler, print_fn=None,
                  tail: tuple[float, int] | None = None):
-        self.run_dir, self.tune_dir, self.base = run_dir, tune_dir, base
+        self.run_dir, self.tune_dir, self.base, self.scheduler = run_dir, tune_dir, base, scheduler
         self.searched, self.objective, self.mode = searched, objective, mode
         # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
         self.total, self.print = total_trials, print_fn or functools.partial(print, flush=True)
@@ -90,12 +87,8 @@ class Progress(Callback):
         self.write_tables()
         last = self.latest.get(trial.trial_id, {})
         epochs = int(last.get("epoch", 0))
-        if error:
-            status, why = "failed", _error_line(trial)
-        elif last.get(FINISHED):
-            status, why = "completed", "all epochs" if epochs >= self.base["epochs"] else "early stopping (patience)"
-        else:
-            status, why = "stopped", f"ASHA stopped it after epoch {epochs}"
+        status, why = trial_status(last, self.base["epochs"], self.scheduler.stop_reason,
+                                   failed_with=_error_line(trial) if error else None)
         best = self.trial_best.get(trial.trial_id)
         metric = f"{self.objective} {best:.4f}" if best is not None else "no metric"
         config = {**self.base, **trial.config}
@@ -124,30 +117,22 @@ class Progress(Callback):
                 f"best {self.objective} {best}; {_fmt_minutes(elapsed)} elapsed{left}")
 
     def write_tables(self):
-        trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode, self.running,
-                                         self.latest, self.staging)
+        trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode,
+                                         self.scheduler.stop_reason, self.running, self.latest, self.staging)
         if not trials.empty:
             write_csv(self.run_dir / "trials.csv", trials)
             write_csv(self.run_dir / "history.csv", history)
             best = tables.best_trial(trials, self.objective, self.mode)
             if best is not None:
-                config = {k: _plain(best[k]) for k in self.base}
+                config = {k: plain(best[k]) for k in self.base}
                 write_json(self.run_dir / "best_config.json", {
-                    "trial_id": best["trial_id"], self.objective: _plain(best[f"best_{self.objective}"]),
-                    "epoch": _plain(best["best_epoch"]), "config": config})
+                    "trial_id": best["trial_id"], self.objective: plain(best[f"best_{self.objective}"]),
+                    "epoch": plain(best["best_epoch"]), "config": config})
         return trials
 
 
 def _error_line(trial) -> str:
     """The exception line of a failed trial (Ray keeps the traceback in the trial's error file)."""
     path = getattr(trial, "error_file", None)
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        return f"{lines[-1][:300]}; traceback in {path}"
-    except (OSError, TypeError, IndexError):
-        return "error (see the trial's error.txt)"
-
-
-def _plain(v: Any) -> Any:
-    """numpy/pandas scalars -> Python ones (JSON, and configs that round-trip)."""
-    return v.item() if hasattr(v, "item") else v
+    line = error_line(path)
+    return f"{line}; traceback in {path}" if line else "error (see the trial's error.txt)"

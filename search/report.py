@@ -5,45 +5,34 @@
 Sections follow the tuning playbook: the study (space, budget, hardware, reproduce command), the
 verdict of retraining on fresh seeds against the hand-tuned baseline, the best configurations,
 objective against each hyperparameter with bound checks, training curves, best-so-far against wall
-time, importance, how well ASHA's rungs ranked trials, and the experiment's own diagnostics.
+time, importance, the trial scheduler's own section (search/schedulers.py: e.g. how well early
+rankings held), and the experiment's own diagnostics.
 Figures go to report/ beside it. The same results give the same bytes.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from search import analyse, cli, experiments, report_plots, study_stats
+from datasets.errors import DataError
+from datasets.files import atomic_write
+from search import analyse, cli, experiments, report_plots, schedulers, study_stats
 from search.analyse import Run
-from search.config import format_config
-from search.experiment import LOOP_LIMITS, Choice, DataOptions, Dim, Experiment, matches, warm_start
+from search.config import UserError, format_config
+from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
 from search.io import read_json
-from search.retrain import BASELINE, verdict_sentence
+from search.markdown import md_table, shown
+from search.stats import BASELINE, verdict_sentence
 
 FIGURES = "report"  # folder of the PNGs, beside report.md
 SECTIONS = ("Verdict", "The study", "Best configurations", "Objective against each hyperparameter",
-            "Training curves", "Best so far against wall time", "Hyperparameter importance",
-            "Early stopping: did ASHA's rungs rank trials right?", "Files")
-
-
-def md_table(frame: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs the tabulate package)."""
-    if frame.empty:
-        return "(none)"
-    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    return "\n".join([head, "|" + "---|" * len(frame.columns), *("| " + " | ".join(r) + " |" for r in cells)])
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
-    return str(v).replace("|", "\\|")
+            "Training curves", "Best so far against wall time", "Hyperparameter importance", "Files")
+# ... and between importance and the files, the scheduler's own section (Scheduler.report_section).
 
 
 def _fmt(v: Any) -> str:
@@ -56,17 +45,9 @@ def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
 
 def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:
     """The warm-start trial: the search's first, whose values are the baseline (moved into range)."""
-    point = warm_start(dict(run.info["base_config"]), space)
+    point = warm_start(dict(run.record.base_config), space)
     hits = [row["trial_id"] for _, row in run.trials.iterrows() if matches(row, point)]
     return str(hits[0]) if hits else None
-
-
-def shown(path: Path) -> str:
-    """A path as the user would type it: relative to the working directory when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _link(path: Path | None, alt: str) -> str:
@@ -82,8 +63,8 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
         return out[0] + f"Not retrained yet: `python -m search.retrain {shown(run.path)}`.\n"
     metric, v = run.test_objective, run.verdict()
     out.append(f"Each configuration was trained for {int(run.retrain['config_epochs'].iloc[0])} epochs on the whole "
-               f"training split ({run.info['data'].get('full_train', '?')} images) with the same fresh seeds, then "
-               f"scored once on the {run.info['data'].get('test', '?')} held-out images no trial ever saw.\n")
+               f"training split ({run.record.data.get('full_train', '?')} images) with the same fresh seeds, then "
+               f"scored once on the {run.record.data.get('test', '?')} held-out images no trial ever saw.\n")
     sentence = verdict_sentence(v, metric)
     out.append("**" + sentence[0].upper() + sentence[1:] + "**\n")
     best = run.best()
@@ -110,30 +91,30 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
 
 
 def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
-    info, plan, t = run.info, run.plan, run.trials
+    record, plan, t = run.record, run.plan, run.trials
     counts = t["status"].value_counts().to_dict() if not t.empty else {}
-    wall = info.get("search_wall_s")
-    hw = info.get("hardware", {})
+    wall = record.search_wall_s
+    hw = record.hardware
     lines = ["## The study\n",
              f"- experiment: **{exp.name}**: {exp.summary}",
              f"- objective: {run.objective} ({'higher' if run.mode == 'max' else 'lower'} is better), "
-             f"on the validation split ({info['data'].get('val', '?')} images)",
-             f"- data: {info['data'].get('source')}; search trains on {info['data'].get('train', '?')} images",
+             f"on the validation split ({record.data.get('val', '?')} images)",
+             f"- data: {record.data.get('source')}; search trains on {record.data.get('train', '?')} images",
              f"- hardware: {hw.get('cpus', 0):g} CPUs, {hw.get('gpus', 0):g} GPUs, {hw.get('nodes', 1)} node(s); "
-             f"{plan['concurrency']} trials at once, {plan['cpus_per_trial']:g} CPU and "
-             f"{plan['gpus_per_trial']:g} GPU each",
-             f"- budget: {plan['trials']} trials, up to {plan['max_epochs']} epochs; ASHA from epoch "
-             f"{plan['grace_epochs']}, keeping 1/{plan['reduction_factor']} at each rung"
-             + (f"; time budget {plan['time_budget_min']:g} min" if plan.get("time_budget_min") else ""),
+             f"{plan.concurrency} trials at once, {plan.cpus_per_trial:g} CPU and "
+             f"{plan.gpus_per_trial:g} GPU each",
+             f"- budget: {plan.trials} trials, up to {plan.max_epochs} epochs; "
+             f"{schedulers.of_plan(plan).describe(plan)}"
+             + (f"; time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""),
              f"- trials: {len(t)} ({', '.join(f'{counts.get(s, 0)} {s}' for s in ('completed', 'stopped', 'failed'))})",
              "- wall time: " + (f"search {wall / 60:.1f} min" if wall else "search not finished")
-             + (f", retraining {info['retrain_wall_s'] / 60:.1f} min" if info.get("retrain_wall_s") else ""),
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
-             f"- reproduce: `{info.get('command')}`" + (f" (seed {info['base_config'].get('seed')})"),
+             + (f", retraining {record.retrain_wall_s / 60:.1f} min" if record.retrain_wall_s else ""),
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()),
+             f"- reproduce: `{record.command}`" + (f" (seed {record.base_config.get('seed')})"),
              f"- pinned: {format_config(run.pinned) or 'nothing'}\n"]
     best = run.best()
     rows = [{"hyperparameter": k, "range": d.describe(), "scale": "categorical" if isinstance(d, Choice) else
-             ("log" if d.log else "linear"), "baseline": _fmt(info["base_config"].get(k)),
+             ("log" if d.log else "linear"), "baseline": _fmt(record.base_config.get(k)),
              "best trial": "" if best is None else _fmt(best[k])} for k, d in space.items()]
     lines.append(md_table(pd.DataFrame(rows)))
     return "\n".join(lines) + "\n"
@@ -163,7 +144,7 @@ def objective_section(run: Run, space: dict[str, Dim], limits: dict, baseline_id
     path = report_plots.objective_vs_params(run, space, baseline_id, fig_dir / "objective_vs_params.png")
     flags = study_stats.bound_flags(run, space, limits)
     out = ["## Objective against each hyperparameter\n",
-           "One point per trial at its best epoch, larger for more epochs run (a trial ASHA stopped early scored "
+           "One point per trial at its best epoch, larger for more epochs run (a trial stopped early scored "
            "after fewer epochs, which says as much about its training length as its configuration); "
            "failed trials without a value sit on the bottom edge. Ringed: the baseline and the best trial.\n",
            _link(path, "objective against each hyperparameter")]
@@ -200,35 +181,11 @@ def importance_section(run: Run, space: dict[str, Dim]) -> str:
     return "\n".join(out)
 
 
-def rungs_section(run: Run) -> str:
-    table = study_stats.rung_correlation(run)
-    out = ["## Early stopping: did ASHA's rungs rank trials right?\n",
-           "At each rung ASHA compares trials on the objective at that epoch and stops the worse ones. The rank "
-           "correlation (Spearman) between a trial's value at the rung and its best value after all epochs, over the "
-           "trials that ran all epochs, says whether that early ranking was right: near 1, the grace period was long "
-           "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period). Few trials run all "
-           "epochs on a small budget, so the value at the next rung, over every trial that reached it, is shown "
-           "too.\n"]
-    if table.empty:
-        return "\n".join(out + ["No rung below the full budget, or no trials.\n"])
-    for kind in ("vs final", "vs next"):
-        corr, n = table[f"{kind}: rank corr."], table[f"{kind}: trials"]
-        table[f"{kind}: rank corr."] = ["too few trials" if math.isnan(v) else f"{v:.2f}" + (
-            " (few trials: unreliable)" if k < 10 else "") for v, k in zip(corr, n, strict=True)]
-    out.append(md_table(table) + "\n")
-    return "\n".join(out)
-
-
 def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     """The experiment's own look at the best retrained model (first seed of the config, baseline
     included, with the best mean test objective) on the held-out split."""
     if exp.diagnose is None or run.retrain.empty:
         return ""
-    import torch
-
-    from datasets.errors import DataError
-    from search.config import UserError
-
     v = run.verdict()
     label = v.sort_values("mean", ascending=run.mode == "min", kind="stable").iloc[0]["label"]
     row = run.retrain[run.retrain["label"] == label].sort_values("seed").iloc[0]
@@ -236,9 +193,8 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     saved = read_json(folder / "metrics.json")
     config = {**saved["config"], **saved.get("statistics", {})}  # as trained, e.g. with its normalisation
     title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
-    opts = run.options
     try:
-        data = exp.load(DataOptions.of_run(opts))
+        data = exp.load(run.record.data_options())
     except (DataError, UserError) as e:
         return title + f"Skipped: the run's data cannot be loaded here ({e}).\n"
     model = exp.task.build_model(config)
@@ -272,21 +228,20 @@ TensorBoard (trials and retrain runs): `pip install tensorboard && tensorboard -
 
 def build(run_dir: str | Path, diagnose: bool = True) -> Path:
     """Write report.md and its figures; returns the report's path."""
-    from datasets.files import atomic_write
-
     run = analyse.load(run_dir)
     exp = experiments.get(run.experiment)
     space = _space(run, exp)
     fig_dir = run.path / FIGURES
     fig_dir.mkdir(exist_ok=True)
     baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
-    title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.info.get('command')}`\n"
+    title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.record.command}`\n"
     limits = {**LOOP_LIMITS, **exp.limits}
     parts = [title, verdict_section(run, exp, baseline_id, fig_dir), study_section(run, exp, space),
              best_configs_section(run, exp, space, baseline_id),
              objective_section(run, space, limits, baseline_id, fig_dir),
              curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),
-             rungs_section(run), exp.study_extras(run, fig_dir) if exp.study_extras else "",
+             schedulers.of_plan(run.plan).report_section(run),
+             exp.study_extras(run, fig_dir) if exp.study_extras else "",
              diagnostics_section(run, exp, fig_dir) if diagnose else "", files_section(run)]
     text = "\n".join(p for p in parts if p)
     path = run.path / "report.md"

@@ -53,7 +53,7 @@ def objective_vs_params(run: Run, space: dict[str, Dim], baseline_id: str | None
                 ax.set_xscale("log")
             ax.set_xlim(*_padded(dim))
         y = values.where(np.isfinite(values), floor)
-        size = 8 + 32 * trials["epochs_run"].to_numpy() / max(1, int(run.plan["max_epochs"]))  # points^2
+        size = 8 + 32 * trials["epochs_run"].to_numpy() / max(1, run.plan.max_epochs)  # points^2
         for status, style in STATUS_STYLE.items():
             sel = (trials["status"] == status).to_numpy()
             if sel.any():

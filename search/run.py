@@ -1,4 +1,4 @@
-"""Search an experiment's hyperparameters: Ray Tune trials, Optuna TPE proposals, ASHA stopping.
+"""Search an experiment's hyperparameters: Ray Tune trials, Optuna TPE proposals, early stopping.
 
     python -m search.run shapes                        # generated data, budget sized to this machine
     python -m search.run shapes --data-dir ../shared/data/gsn/data_gsn.zip --trials 40
@@ -8,30 +8,36 @@
 
 Results go to results/<experiment>/<name>/: run.json, trials.csv, history.csv, best_config.json
 and Ray's experiment folder tune/. `--resume --name NAME` continues an interrupted search.
+This module turns the command line into a checked request; the run itself is the stages of
+search/stages.py (prepare -> search -> retrain -> report), inside a Ray session and the run's lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
-import platform
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from search import cli, experiments
-from search.config import UserError, check_known, format_config, parse_assignments, resolve
+import ray
+
+from datasets.files import atomic_write
+from search import analyse, cli, experiments, record, schedulers, stages
+from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
-from search.io import read_csv, read_json, write_json
+from search.io import write_csv
 from search.lock import LOCK, RunLock
-from search.plan import Hardware, Plan, estimate_minutes, local_hardware, make_plan, measure_images_per_second
-from search.trainer import Split
+from search.markdown import md_table
+from search.plan import Hardware, local_hardware, make_plan
+from search.tuner import tune_location
 
 ROOT = Path("results")
 
@@ -49,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="number of trials (default: sized to the hardware)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting trials after this long")
+    p.add_argument("--scheduler", default=schedulers.DEFAULT, choices=schedulers.names(),
+                   help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
+                   f" (default {schedulers.DEFAULT})")
     p.add_argument("--concurrency", type=int, help="trials at once (default: as many as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, fractions allowed (default 0.5)")
@@ -96,20 +105,6 @@ def check_pins_in_space(exp: Experiment, pinned: dict[str, Any]) -> None:
                             "pick a value inside it")
 
 
-def versions() -> dict[str, str]:
-    import optuna
-    import ray
-    import torch
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "optuna": optuna.__version__, "git_commit": commit or "unknown"}
-
-
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail fast on a HOST:PORT nobody answers at: Ray itself retries for minutes before giving up."""
     if address in ("auto", "local") or "://" in address:
@@ -124,11 +119,10 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
                         "check `ray status` on the head node, or leave --address out to run locally") from None
 
 
-def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
+@contextlib.contextmanager
+def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
     """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
-    asked for and then on 127.0.0.1 only, worker output not mixed into ours."""
-    import ray
-
+    asked for and then on 127.0.0.1 only, worker output not mixed into ours. Yields what Ray has."""
     if args.dashboard and importlib.util.find_spec("aiohttp") is None:
         raise UserError("--dashboard needs Ray's dashboard packages, which ray[tune] leaves out: "
                         "pip install 'ray[default]', or run without --dashboard")
@@ -144,9 +138,13 @@ def start_ray(args: argparse.Namespace, hw: Hardware) -> Hardware:
             raise UserError(f"--address {args.address}: cannot join that Ray cluster ({str(e).splitlines()[0]}); "
                             "check `ray status` there, or leave --address out to run locally") from None
         raise
-    cli.stop_on_sigterm()
-    res = ray.cluster_resources()
-    return Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0), nodes=len([n for n in ray.nodes() if n["Alive"]]))
+    try:
+        cli.stop_on_sigterm()
+        res = ray.cluster_resources()
+        yield Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0),
+                       nodes=len([n for n in ray.nodes() if n["Alive"]]))
+    finally:
+        ray.shutdown()
 
 
 def ray_logs() -> str | None:
@@ -170,27 +168,39 @@ def main(argv: list[str]) -> int:
     exp.check_source(args.source)
     if args.settings:
         return run_settings(exp, args, argv)
-    if args.data_dir is not None:  # absolute: retraining and --resume may run from another folder
-        args.data_dir = args.data_dir.expanduser().resolve()
-    previous = None
     if args.resume:  # continue with the interrupted run's own command line; only where Ray runs may change
         if not args.name:
             raise UserError("--resume needs --name NAME of the run to continue")
-        run_json = args.results.expanduser().resolve() / exp.name / args.name / "run.json"
-        if not run_json.is_file():
-            raise UserError(f"{run_json.parent}: no interrupted search to resume there")
-        previous = read_json(run_json)
+        run_dir = args.results.expanduser().resolve() / exp.name / args.name
+        if not record.exists(run_dir):
+            raise UserError(f"{run_dir}: no interrupted search to resume there")
         now = args
-        args = parser().parse_args(previous["argv"])
-        from search.tuner import tune_location
-
-        storage_path, tune_name = tune_location(run_json.parent, args.storage)
+        args = parser().parse_args(record.argv_of(run_dir))
+        storage_path, tune_name = tune_location(run_dir, args.storage)
         if not (Path(storage_path) / tune_name).is_dir():
-            raise UserError(f"{run_json.parent}: Ray's experiment folder {Path(storage_path) / tune_name} is missing; "
+            raise UserError(f"{run_dir}: Ray's experiment folder {Path(storage_path) / tune_name} is missing; "
                             "cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
+    request = checked_request(exp, args, argv)
+    with RunLock(request.run_dir):  # refuses while another process writes this run
+        if args.overwrite and not args.resume:  # only now: every check above has passed
+            for old in request.run_dir.iterdir():
+                if old.name != LOCK:
+                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        try:
+            return run_stages(request, args)
+        except Exception as e:  # a full disk, maybe wrapped in Ray Tune's TuneError: resumable
+            full = cli.disk_full(e)
+            if full is None:
+                raise
+            then = f"continue with: {resume_command(exp, request.name)}"
+            raise UserError(cli.disk_full_message(full, then, request.run_dir)) from None
 
-    # ------------------------------------------------------------ config and space (all checks before any output)
+
+def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> stages.Request:
+    """Every check on the command line and the results folder, before any output; the data loaded."""
+    if args.data_dir is not None:  # absolute: retraining and --resume may run from another folder
+        args.data_dir = args.data_dir.expanduser().resolve()
     pinned_text = parse_assignments(args.set)
     check_known(pinned_text, exp.defaults)
     for key in ("epochs", "seed"):
@@ -218,146 +228,55 @@ def main(argv: list[str]) -> int:
         probe.unlink()
     except OSError as e:
         raise UserError(f"{results}: cannot write results there ({e.strerror}); pass --results DIR") from None
-
     if args.address:
         check_reachable(args.address)
-    def plan_for(hw: Hardware) -> Plan:
+
+    def plan_for(hw: Hardware):
         return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
                          concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
-                         max_failures=args.max_failures)
+                         max_failures=args.max_failures, scheduler=args.scheduler)
 
-    hw = local_hardware() if not args.address else None
-    plan = plan_for(hw) if hw else None  # a cluster's plan needs its resources: after joining it
-    data = exp.load(DataOptions(args.data_dir, args.download, None, split_seed=args.seed, source=args.source))
+    if not args.address and not args.resume:
+        plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining
+    data = exp.load(DataOptions(args.data_dir, args.download, split_seed=args.seed, source=args.source))
+    return stages.Request(
+        exp=exp, run_dir=run_dir, name=name, argv=argv if "--name" in argv else [*argv, "--name", name],
+        options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, base=base, pinned=pinned,
+        space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
+        storage=args.storage)
 
-    with RunLock(run_dir):  # refuses while another process writes this run
-        if args.overwrite and not args.resume:  # only now: every check above has passed
-            for old in run_dir.iterdir():
-                if old.name != LOCK:
-                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        try:
-            return _search(args, argv, exp, previous, base, pinned, space, run_dir, name, hw, plan, plan_for, data)
-        except Exception as e:  # a full disk, maybe wrapped in Ray Tune's TuneError: resumable
-            full = cli.disk_full(e)
-            if full is None:
-                raise
-            then = f"continue with: {resume_command(exp, name)}"
-            raise UserError(cli.disk_full_message(full, then, run_dir)) from None
+
+def run_stages(request: stages.Request, args: argparse.Namespace) -> int:
+    """prepare -> search -> retrain -> report; the exit code (130: interrupted, resumable)."""
+    exp, run_dir = request.exp, request.run_dir
+    retrain_interrupted = False
+    with ray_session(args, local_hardware() if not args.address else Hardware(cpus=1, gpus=0)) as hw:
+        ctx = stages.prepare(request, hw)
+        ctx.print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
+        complete = stages.search(ctx)
+        if complete and request.retrain:
+            try:
+                stages.retrain(ctx)
+            except KeyboardInterrupt:  # every finished retrain run is kept; --resume runs only the others
+                retrain_interrupted = True
+    if retrain_interrupted:
+        print(f"results in {run_dir}")
+        print(f"interrupted while retraining (the search is complete); continue the retraining with:\n"
+              f"  {resume_command(exp, request.name)}", file=sys.stderr)
+        return 130
+    if complete:
+        stages.report(ctx)
+    print(f"results in {run_dir}")
+    if not complete:
+        print(f"interrupted before all trials ended; continue with:\n  {resume_command(exp, request.name)}",
+              file=sys.stderr)
+        return 130
+    return 0
 
 
 def resume_command(exp: Experiment, name: str) -> str:
     return f"python -m search.run {exp.name} --name {name} --resume"
-
-
-def _search(args: argparse.Namespace, argv: list[str], exp: Experiment, previous: dict | None, base: dict,
-            pinned: dict, space: dict, run_dir: Path, name: str, hw: Hardware | None, plan: Plan | None,
-            plan_for, data) -> int:
-    """Start or join Ray, search, retrain, report (the run directory is locked by the caller)."""
-    import ray
-
-    from search.tuner import run_search
-
-    hw_ray = start_ray(args, hw or Hardware(cpus=1, gpus=0))
-    try:
-        if previous is not None:
-            plan = Plan(**previous["plan"])
-        elif plan is None:
-            plan = plan_for(hw_ray)
-        if plan.subset is not None:
-            data.train = Split(data.train.x[:plan.subset], data.train.y[:plan.subset])
-            if args.smoke:
-                data.val = Split(data.val.x[:plan.subset], data.val.y[:plan.subset])
-            data.info.update(train=len(data.train), val=len(data.val))
-        base = {**base, "epochs": plan.max_epochs, "seed": args.seed}
-        if previous is not None and previous["base_config"] != base:
-            raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
-                            "resume it with the version that started it")
-        import torch
-
-        ips = measure_images_per_second(exp, base, data.train.x[:base["batch_size"]], data.train.y[:base["batch_size"]],
-                                        plan.cpus_per_trial, torch.device("cuda" if plan.gpus_per_trial else "cpu"))
-        plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val),
-                                             0 if args.no_retrain else len(data.full_train), ips)
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_info = {
-            "experiment": exp.name, "name": name, "argv": argv if "--name" in argv else [*argv, "--name", name],
-            "command": "python -m search.run " + shlex.join(argv),
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "plan": plan.as_dict(), "hardware": {"cpus": hw_ray.cpus, "gpus": hw_ray.gpus, "nodes": hw_ray.nodes,
-                                                 "machine": platform.machine(), "system": platform.system()},
-            "data": data.info, "base_config": base, "pinned": pinned, "searched": list(space),
-            "space": {k: d.describe() for k, d in space.items()}, "objective": exp.objective, "mode": exp.mode,
-            "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        if previous is None:
-            write_json(run_dir / "run.json", run_info)
-
-        print(f"{exp.name}: {exp.summary}")
-        print(f"data: {data.info}")
-        print(f"hardware: {hw_ray.describe()}; {plan.concurrency} trial{'s' if plan.concurrency > 1 else ''} at once, "
-              f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "")
-              + " each")
-        print(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, ASHA from epoch {plan.grace_epochs} "
-              f"(keeps 1/{plan.reduction_factor})"
-              + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
-        if not args.no_retrain:
-            print(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
-                  f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "
-                  f"{plan.retrain_subset or len(data.full_train)} training images; score them once on the "
-                  f"{len(data.test)} held-out images"
-                  + ("" if hw_ray.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)"))
-        if plan.estimate_min:
-            print("estimate: " + ("under a minute" if plan.estimate_min < 1 else f"about {round(plan.estimate_min)} "
-                  "minutes") + f" in all, at {ips:.0f} images/s per trial (measured just now)")
-        print(f"searching {', '.join(space)}; pinned: {format_config(pinned) or 'nothing'}")
-        print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
-
-        interrupted = retrain_interrupted = False
-        if previous is not None and previous.get("search_done"):  # killed while retraining: resume only that
-            print("search: already finished; resuming the retraining")
-        else:
-            t0 = time.monotonic()
-            grid = run_search(exp, data, base, space, plan, run_dir, seed=args.seed, resume=args.resume,
-                              storage=args.storage)
-            interrupted = len(grid) - grid.num_terminated - grid.num_errors > 0 or (
-                len(grid) < plan.trials and not plan.time_budget_min)
-            info = read_json(run_dir / "run.json")
-            info["search_wall_s"] = info.get("search_wall_s", 0.0) + time.monotonic() - t0  # summed over resumes
-            info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-            info["search_done"] = not interrupted
-            write_json(run_dir / "run.json", info)
-            summarise(exp, run_dir, list(space))
-        if not interrupted and not args.no_retrain:
-            from search.retrain import retrain
-
-            t0 = time.monotonic()
-            try:
-                retrain(run_dir, top_k=plan.retrain_top_k, seeds=plan.retrain_seeds, epochs=plan.retrain_epochs,
-                        cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial, data=data)
-            except KeyboardInterrupt:  # every finished retrain run is kept; --resume runs only the others
-                retrain_interrupted = True
-            info = read_json(run_dir / "run.json")
-            info["retrain_wall_s"] = info.get("retrain_wall_s", 0.0) + time.monotonic() - t0
-            write_json(run_dir / "run.json", info)
-    finally:
-        ray.shutdown()
-
-    if retrain_interrupted:
-        print(f"results in {run_dir}")
-        print(f"interrupted while retraining (the search is complete); continue the retraining with:\n"
-              f"  {resume_command(exp, name)}", file=sys.stderr)
-        return 130
-    if not interrupted:
-        from search.report import build
-
-        print(f"report: {build(run_dir)}")
-    print(f"results in {run_dir}")
-    if interrupted:
-        print(f"interrupted before all trials ended; continue with:\n  {resume_command(exp, name)}", file=sys.stderr)
-        return 130
-    return 0
 
 
 def _without(argv: list[str], flag: str, takes_value: bool) -> list[str]:
@@ -376,9 +295,6 @@ def run_settings(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> 
     """One search (and retraining) per setting, run one after the other as NAME-<setting>, then
     NAME-settings.md/.csv: their retrained results side by side. Re-running the same command
     skips the settings already reported and resumes an interrupted one."""
-    from search import analyse
-    from search.report import md_table
-
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     if "setting" not in exp.defaults:
         raise UserError(f"--settings: experiment {exp.name} has no `setting` key; pin values with --set instead")
@@ -398,16 +314,13 @@ def run_settings(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> 
         if (sub / "report.md").is_file():
             print(f"== setting {s}: done before, in {sub}")
             continue
-        resume = ["--resume"] if (sub / "run.json").is_file() else []
+        resume = ["--resume"] if record.exists(sub) else []
         print(f"== setting {s}: {'resuming' if resume else 'searching'} as {sub.name}", flush=True)
-        code = main([*base_argv, "--set", f"setting={s}", "--name", sub.name, *resume])
+        code = main([*base_argv, "--set", f"setting={s}", "--name", sub.name, *resume])  # the same stages
         if code != 0:
             return code
     runs = [analyse.load(d) for d in run_dirs]
     table = analyse.compare(runs, list(exp.report_metrics) or None)
-    from datasets.files import atomic_write
-    from search.io import write_csv
-
     write_csv(results / f"{name}-settings.csv", table)
     text = (f"# {exp.name}: settings {', '.join(settings)}\n\nEach row: one configuration retrained on fresh seeds "
             f"and scored on the held-out split (mean ± std over seeds). Command: `python -m search.run "
@@ -416,20 +329,6 @@ def run_settings(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> 
     print(table.to_string(index=False))
     print(f"comparison: {results / f'{name}-settings.md'}")
     return 0
-
-
-def summarise(exp: Experiment, run_dir: Path, searched: list[str]) -> None:
-    import pandas as pd
-
-    from search.tables import best_trial
-
-    trials = read_csv(run_dir / "trials.csv") if (run_dir / "trials.csv").exists() else pd.DataFrame()
-    counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
-    best = best_trial(trials, exp.objective, exp.mode) if not trials.empty else None
-    print(f"search done: {len(trials)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())})")
-    if best is not None:
-        print(f"best: {exp.objective} {best[f'best_{exp.objective}']:.4f} ({best['trial_id']}, epoch "
-              f"{int(best['best_epoch'])}): {format_config(best, searched)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Optuna TPE through Ray's OptunaSearch, with early-stopped and failed trials told honestly.
 
-Ray's OptunaSearch tells Optuna COMPLETE for any trial that ends with a result, so a trial ASHA
-stopped after 2 of 30 epochs enters TPE's model as if its 2-epoch score were final, and a trial
-that raised after some epochs also counts as complete. Here the trainable marks its last report
+Ray's OptunaSearch tells Optuna COMPLETE for any trial that ends with a result, so a trial the
+scheduler stopped after 2 of 30 epochs enters TPE's model as if its 2-epoch score were final, and a trial
+that raised after some epochs also counts as complete. Here the trial marks its last report
 `finished=True` only when it ran to its end (all epochs, or its own patience); any other ending
 is told as PRUNED (its per-epoch values were already reported as intermediate values, which is
 what TPE uses to rank pruned trials), and errors as FAIL without a value.
@@ -19,8 +19,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from search.experiment import Choice, Dim, Float, Int
-
-FINISHED = "finished"  # key of the trainable's report: True on the report that ends the trial itself
+from search.protocol import FINISHED
 
 
 def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Numbers the report states about a study: which best values sit near a search bound, which
-hyperparameters mattered (Optuna's importance), and whether ASHA's rungs ranked trials like their
-final scores did (rank correlation)."""
+hyperparameters mattered (Optuna's importance), and whether the ranking of trials at an early
+epoch (a scheduler's rung) agreed with their final scores (rank correlation)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 import warnings
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 
 from search.analyse import Run
 from search.experiment import Choice, Dim, Float, Int
+from search.stats import rank_corr
 
 NEAR_BOUND = 0.05  # a value in the outer 5% of its range (in log space for log dimensions) is "near a bound"
 MIN_TRIALS_IMPORTANCE = 5
@@ -73,7 +73,7 @@ def _param(value: Any, dim: Dim) -> Any:
 
 def importance(run: Run, space: dict[str, Dim]) -> tuple[dict[str, float], str]:
     """(importance per hyperparameter, a note on how it was computed or why not). Optuna's
-    PED-ANOVA evaluator over a study rebuilt from trials.csv: every trial with a value counts, ASHA-
+    PED-ANOVA evaluator over a study rebuilt from trials.csv: every trial with a value counts, early-
     stopped ones at their best value (which favours hyperparameters that learn fast)."""
     column = f"best_{run.objective}"
     usable = run.trials[(run.trials["status"] != "failed") & run.trials[column].notna()] if not run.trials.empty \
@@ -95,41 +95,25 @@ def importance(run: Run, space: dict[str, Dim]) -> tuple[dict[str, float], str]:
         except (ValueError, RuntimeError) as e:
             return {}, f"not computed: Optuna's evaluator refused these trials ({e})."
     note = (f"Optuna's PED-ANOVA evaluator over {len(usable)} trials (the top 10% against all), normalised to "
-            "sum to 1; ASHA-stopped trials enter at their best value.")
+            "sum to 1; early-stopped trials enter at their best value.")
     if len(usable) < 30:
         note += f" With {len(usable)} trials this is a rough guide, not a measurement."
     return {k: float(v) for k, v in values.items()}, note
 
 
-def rungs(plan: dict[str, Any]) -> list[int]:
-    """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ..."""
-    out, r = [], int(plan["grace_epochs"])
-    while r < int(plan["max_epochs"]):
-        out.append(r)
-        r *= int(plan["reduction_factor"])
-    return out
-
-
-def rank_corr(a: pd.Series, b: pd.Series) -> float:
-    """Spearman's rho: Pearson's correlation of the ranks (ties share their mean rank)."""
-    if len(a) < 3 or a.nunique() < 2 or b.nunique() < 2:
-        return math.nan
-    return float(np.corrcoef(a.rank().to_numpy(), b.rank().to_numpy())[0, 1])
-
-
-def rung_correlation(run: Run) -> pd.DataFrame:
-    """Per rung: trials that reached it, trials ASHA stopped there, and two rank correlations of the
-    objective at the rung: with the best value of the trials that ran all epochs (few, on a small
-    budget), and with the value at the next rung (or the last epoch) of the trials that got there."""
+def rung_correlation(run: Run, milestones: list[int]) -> pd.DataFrame:
+    """Per rung (an epoch where a scheduler judges trials): trials that reached it, trials stopped
+    there, and two rank correlations of the objective at the rung: with the best value of the trials
+    that ran all epochs (few, on a small budget), and with the value at the next rung (or the last
+    epoch) of the trials that got there."""
     rows, h, t = [], run.history, run.trials
     if h.empty or t.empty:
         return pd.DataFrame()
     full = t[(t["status"] == "completed") & t[f"best_{run.objective}"].notna()].set_index("trial_id")
-    milestones = rungs(run.plan)
     for i, r in enumerate(milestones):
         at = h[h["epoch"] == r].set_index("trial_id")[run.objective]
         both = at.index.intersection(full.index)
-        nxt = milestones[i + 1] if i + 1 < len(milestones) else int(run.plan["max_epochs"])
+        nxt = milestones[i + 1] if i + 1 < len(milestones) else run.plan.max_epochs
         later = h[h["epoch"] == nxt].set_index("trial_id")[run.objective]
         reached = at.index.intersection(later.index)
         stopped = int(((t["status"] == "stopped") & (t["epochs_run"] == r)).sum())

@@ -10,22 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.searcher import FINISHED
-
-# Keys Ray adds to every result: bookkeeping, not metrics of ours.
-RAY_KEYS = {
-    "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore",
-    "iterations_since_restore", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "config",
-    "should_checkpoint", "experiment_tag", FINISHED,
-}
-STATUSES = ("completed", "stopped", "failed", "running")
-NODE = "node"  # reported by the trainable: the Ray node that ran the trial (a trials.csv column)
+from search.protocol import FINISHED, NODE, RAY_KEYS, error_line, trial_status
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -41,15 +32,6 @@ def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _error_reason(trial_dir: Path) -> str | None:
-    path = trial_dir / "error.txt"
-    if not path.is_file():
-        return None
-    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    # The last line of a Python traceback names the exception and its message.
-    return lines[-1][:300] if lines else "error"
-
-
 def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch, the last reported: a trial restarted from epoch 1 (its checkpoint was
     unreadable) reports its early epochs again, and the rerun is what its later epochs built on."""
@@ -60,8 +42,8 @@ def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
-    """Whether the trial reported again after its last error: it was retried and went on (ASHA may
-    then have stopped it), so that error did not end it."""
+    """Whether the trial reported again after its last error: it was retried and went on (the
+    scheduler may then have stopped it), so that error did not end it."""
     stamp = last.get("timestamp")
     return isinstance(stamp, (int, float)) and stamp > error_file.stat().st_mtime
 
@@ -91,13 +73,14 @@ def _trial_id(trial_dir: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
+def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, stop_reason: Callable[[int], str],
             running: set[str] = frozenset(),
             latest: Mapping[str, Mapping[str, Any]] | None = None,
             staging: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, history) frames of one search. `running` names trials still in progress; `latest`
-    holds the driver's newest result per trial, which Ray may not have written to disk yet;
-    `staging` is Ray's driver staging folder of the experiment (see trial_dirs)."""
+    """(trials, history) frames of one search. `stop_reason(epochs)` words a trial the scheduler
+    stopped; `running` names trials still in progress; `latest` holds the driver's newest result per
+    trial, which Ray may not have written to disk yet; `staging` is Ray's driver staging folder of
+    the experiment (see trial_dirs)."""
     trials, history = [], []
     for trial_dir in trial_dirs(tune_dir, staging):
         try:
@@ -111,20 +94,13 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str,
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):
             rows.append(dict(newest))
-        error = _error_reason(trial_dir)  # the last failure; a retry (--max-failures) may have recovered
+        error = error_line(trial_dir / "error.txt")  # the last failure; a retry (--max-failures) may have recovered
         last = rows[-1] if rows else {}
-        if last.get(FINISHED):
-            status = "completed"
-            reason = "early stopping (patience)" if last.get("epoch", 0) < base.get("epochs", 0) else "all epochs"
-            reason += f"; recovered from {error}" if error else ""
-        elif trial_id in running:
-            status, reason = "running", None
-        elif error is not None and not _reported_after(last, trial_dir / "error.txt"):
-            status, reason = "failed", error
-        else:
-            status = "stopped"
-            reason = f"ASHA stopped it after epoch {last.get('epoch', 0)}" if rows else "never started"
-            reason += f"; recovered from {error}" if error else ""
+        ended_by_error = (error is not None and not last.get(FINISHED) and trial_id not in running
+                          and not _reported_after(last, trial_dir / "error.txt"))
+        status, reason = trial_status(last, base.get("epochs", 0), stop_reason, running=trial_id in running,
+                                      failed_with=error if ended_by_error else None,
+                                      recovered_from=None if ended_by_error else error)
         # Ray's `timestamp` (Unix seconds when the epoch was reported) kept: best-so-far against wall time.
         metrics = [{**{k: v for k, v in r.items() if k not in RAY_KEYS and k != NODE},
                     "timestamp": r.get("timestamp")} for r in rows]

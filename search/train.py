@@ -1,4 +1,4 @@
-"""Train one configuration of an experiment, without Ray.
+"""Train one configuration of an experiment, without Ray (the shared loop of search/loop.py, from the command line).
 
     python -m search.train shapes                        # generated data, the hand-tuned config
     python -m search.train shapes --data-dir ../shared/data/gsn/data_gsn.zip --set lr=3e-4
@@ -23,7 +23,7 @@ from search import cli, experiments
 from search.config import UserError, format_config, parse_assignments, resolve
 from search.experiment import DataOptions
 from search.io import write_csv, write_json
-from search.trainer import NonFiniteError, evaluate, fit, resolve_precision
+from search.loop import NonFiniteError, evaluate, fit, resolve_precision
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,8 +58,9 @@ def main(argv: list[str]) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not an empty folder; choose another --out or remove it")
 
-    data = experiment.load(DataOptions(args.data_dir, args.download, args.subset, split_seed=0,
-                                             source=args.source))
+    data = experiment.load(DataOptions(args.data_dir, args.download, split_seed=0, source=args.source))
+    if args.subset is not None:  # a quarter as many validation images: a smoke run's proportions
+        data = data.limited(train=args.subset, val=max(1, args.subset // 4))
     precision = resolve_precision(config["precision"], device)
     print(f"{experiment.name}: {data.info}")
     print(f"config: {format_config(config)}")

@@ -1,4 +1,4 @@
-"""Build and run the Ray Tune search: Optuna TPE proposals, ASHA on the epoch axis, our callback."""
+"""Build and run the Ray Tune search: Optuna TPE proposals, the plan's trial scheduler, our callback."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Any
 import optuna
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
 
-from search import tail_resources
+from search import schedulers, tail_resources
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
 from search.tables import collect
-from search.trainable import DIVERGED, run_trial
+from search.trial import DIVERGED, run_trial
 
 
 def tune_location(run_dir: Path, storage: str | None) -> tuple[str, str]:
@@ -51,8 +50,9 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              marker_dir=str(run_dir / DIVERGED), tail_dir=str(run_dir) if plan.grow_tail else None),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
-    progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, print_fn,
-                        tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None)
+    scheduler = schedulers.of_plan(plan)
+    progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
+                        print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback(), progress]
@@ -63,11 +63,11 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
-        trials, _ = collect(tune_dir, base, exp.objective, exp.mode)
+        trials, _ = collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason)
         if not trials.empty:
             progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
     else:
-        tuner = new_tuner(exp, trainable, base, space, plan, seed, name, storage_path, callbacks)
+        tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
@@ -88,17 +88,15 @@ def save_study(searcher, run_dir: Path) -> None:
         write_csv(run_dir / "optuna_trials.csv", frame)
 
 
-def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan, seed: int,
-              name: str, storage_path: str, callbacks: list) -> tune.Tuner:
-
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs,
-                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
-    searcher = make_searcher(seed, warm_start=[warm_start(base, space)])
+def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
+              scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list) -> tune.Tuner:
+    # A scheduler that proposes configs itself (population based) runs without TPE: Ray refuses both.
+    searcher = None if scheduler.proposes_configs else make_searcher(seed, warm_start=[warm_start(base, space)])
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
-            metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler,
+            metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler.build(plan),
             num_samples=plan.trials, max_concurrent_trials=plan.concurrency, reuse_actors=True,
             time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
         ),

@@ -16,6 +16,15 @@ from datasets.shapes_generator import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "gsn" / "data_gsn.zip"
+# Fixtures that start Ray and run a whole search: every test using one is slow (`pytest -m "not slow"`
+# leaves them out). Tests that start Ray themselves carry @pytest.mark.slow.
+RAY_RUN_FIXTURES = {"smoke_run", "smoke_run_story", "finished_run", "settings_run", "digits_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if RAY_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -73,21 +82,37 @@ def generated_cache(tmp_path_factory) -> Path:
     return cache
 
 
+SMOKE_ARGS = ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2", "--seeds", "2"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, generated_cache):
+    """A finished smoke run (search of 4 trials, retraining of 2 configs + baseline on 2 seeds, report),
+    uninterrupted, shared by the retrain, report and analysis tests: (exit code, run directory)."""
+    from search import cli, run
+
+    results = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+        code = cli.run(run.main, [*SMOKE_ARGS, "--results", str(results), "--name", "r"])
+    return code, results / "shapes" / "r"
+
+
 @pytest.fixture(scope="session")
 def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
-    """One smoke run (search of 4 trials, retraining of 2 configs + baseline on 2 seeds, report),
-    killed with SIGTERM right after its second retrain run is saved; resumed onto a full disk (the
-    first retrain file written fails with ENOSPC); then resumed again to the end. What was seen at
-    each step is kept for tests/test_retrain.py."""
+    """Its own smoke run, killed with SIGTERM right after its second retrain run is saved; resumed onto
+    a full disk (the first retrain file written fails with ENOSPC); then resumed again to the end. What
+    was seen at each step is kept for the two tests of tests/test_retrain.py that read it (the other
+    tests share the uninterrupted `smoke_run`, so a failure here stays here)."""
     import signal
 
-    from search import cli, retrain, run
+    from search import cli, retraining, run
     from search import io as search_io
 
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "shapes" / "r"
     story: dict = {"saved": []}
-    original = retrain.save_job
+    original = retraining.save_job
 
     def save_then_kill(run_dir, job, out):
         original(run_dir, job, out)
@@ -97,17 +122,15 @@ def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
-        mp.setattr(retrain, "save_job", save_then_kill)
+        mp.setattr(retraining, "save_job", save_then_kill)
         with contextlib.redirect_stderr(io.StringIO()) as err:
-            story["killed_code"] = cli.run(run.main, ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1",
-                                                      "--top-k", "2", "--seeds", "2", "--results", str(results),
-                                                      "--name", "r"])
+            story["killed_code"] = cli.run(run.main, [*SMOKE_ARGS, "--results", str(results), "--name", "r"])
         story["killed_err"] = err.getvalue()
         story["files_at_kill"] = sorted(p.name for p in run_dir.iterdir())
         story["trials_at_kill"] = (run_dir / "trials.csv").read_bytes()
         story["mtimes_at_kill"] = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns
                                    for n in story["saved"]}
-        mp.setattr(retrain, "save_job", original)
+        mp.setattr(retraining, "save_job", original)
 
         def disk_full(dest, write):  # the disk fills up as the resumed retraining writes its first file
             if "retrain" in Path(dest).parts:
@@ -126,9 +149,3 @@ def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
         story["resumed_out"] = out.getvalue()
     story["run_dir"] = run_dir
     return story
-
-
-@pytest.fixture(scope="session")
-def smoke_run(smoke_run_story):
-    """The finished smoke run shared by the retrain, report and analysis tests: (exit code, run directory)."""
-    return smoke_run_story["code"], smoke_run_story["run_dir"]

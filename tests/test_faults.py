@@ -34,6 +34,7 @@ def test_fault_spec_parses(monkeypatch):
         Fault.parse("kill@2xx")
 
 
+@pytest.mark.slow
 def test_transient_faults_are_retried_from_the_checkpoint(tmp_path, monkeypatch):
     """The warm-start trial runs out of memory in epoch 2 (it resumes from its epoch-1 checkpoint);
     the other trial's worker is SIGKILLed in epoch 1 (no checkpoint yet: it starts again)."""
@@ -49,6 +50,7 @@ def test_transient_faults_are_retried_from_the_checkpoint(tmp_path, monkeypatch)
     assert set(study["state"]) <= {"COMPLETE", "PRUNED"}
 
 
+@pytest.mark.slow
 def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_path, monkeypatch):
     code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, "error@2:dropout=0.5",
                                                       "--max-failures", "1")
@@ -64,7 +66,7 @@ def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_
 def test_an_unreadable_checkpoint_restarts_the_trial_with_a_warning(tmp_path, capsys):
     import torch
 
-    from search.trainable import read_state
+    from search.trial import read_state
 
     good = tmp_path / "state.pt"
     torch.save({"epoch": 3, "w": torch.ones(1000)}, good)
@@ -83,6 +85,7 @@ def test_a_restarted_trial_keeps_only_its_rerun_epochs():
     assert _latest_per_epoch(rows[:3]) == rows[:3]
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch, capsys):
     """A trial that hits a full disk fails; the next ones would too: the search stops with one line
     naming --resume instead of failing every trial, and the resumed search loses nothing."""
@@ -107,11 +110,11 @@ def test_a_checkpoint_that_does_not_fit_in_shared_memory_goes_to_the_temp_folder
 
     import torch
 
-    from search import trainable
+    from search import trial
 
     shm = tmp_path / "shm"
     shm.mkdir()
-    monkeypatch.setattr(trainable, "SHARED_MEMORY", shm)
+    monkeypatch.setattr(trial, "SHARED_MEMORY", shm)
     calls = []
 
     def make_state(snapshot):
@@ -120,7 +123,7 @@ def test_a_checkpoint_that_does_not_fit_in_shared_memory_goes_to_the_temp_folder
             raise OSError(errno.ENOSPC, "No space left on device")  # shared memory full mid-write
         return {"w": torch.ones(3)}
 
-    with trainable.written_checkpoint(make_state) as d:
+    with trial.written_checkpoint(make_state) as d:
         assert Path(d).parent == Path(tempfile.gettempdir())
-        assert torch.load(Path(d) / trainable.STATE_FILE, weights_only=True)["w"].sum() == 3
+        assert torch.load(Path(d) / trial.STATE_FILE, weights_only=True)["w"].sum() == 3
     assert calls == [False, False] and list(shm.iterdir()) == []  # no copy asked for; nothing left behind

@@ -72,6 +72,7 @@ def test_search_and_retrain_refuse_a_run_in_use(tmp_path, other_process, capsys)
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, generated_cache, monkeypatch, capsys):
     monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
     old = tmp_path / "shapes" / "x"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.shapes import ShapesNet
-from search import cli, experiments, retrain
+from search import cli, experiments, retrain, stats
 from search.experiment import matches, warm_start
 
 exp = experiments.get("shapes")
@@ -84,7 +84,7 @@ def test_verdict_statistics_by_hand():
         "seed": [1, 2, 3] * 2,
         "test_acc": [0.40, 0.42, 0.44, 0.45, 0.46, 0.50],
     })
-    v = retrain.verdict(frame, "test_acc", "max").set_index("label")
+    v = stats.verdict(frame, "test_acc", "max").set_index("label")
     # top1 - baseline per seed: 0.05, 0.04, 0.06 -> mean 0.05, sd 0.01, t(2) = 4.303
     assert v.loc["top1", "diff_mean"] == pytest.approx(0.05)
     half = 4.303 * 0.01 / math.sqrt(3)
@@ -92,13 +92,13 @@ def test_verdict_statistics_by_hand():
     assert bool(v.loc["top1", "beats_baseline"]) is True
     assert v.loc["baseline", "std"] == pytest.approx(0.02)
     noisy = frame.assign(test_acc=[0.40, 0.50, 0.44, 0.45, 0.42, 0.50])  # diffs 0.05, -0.08, 0.06
-    assert bool(retrain.verdict(noisy, "test_acc", "max").set_index("label").loc["top1", "beats_baseline"]) is False
-    assert "does not beat" in retrain.verdict_sentence(retrain.verdict(noisy, "test_acc", "max"), "test_acc")
+    assert bool(stats.verdict(noisy, "test_acc", "max").set_index("label").loc["top1", "beats_baseline"]) is False
+    assert "does not beat" in stats.verdict_sentence(stats.verdict(noisy, "test_acc", "max"), "test_acc")
     worse = frame.assign(test_acc=[0.45, 0.46, 0.50, 0.40, 0.42, 0.44])  # the baseline ahead on every seed
-    v = retrain.verdict(worse, "test_acc", "max")
+    v = stats.verdict(worse, "test_acc", "max")
     assert bool(v.set_index("label").loc["top1", "worse_than_baseline"]) is True
-    assert "is worse than the baseline" in retrain.verdict_sentence(v, "test_acc")
-    assert bool(retrain.verdict(worse, "test_acc", "min").set_index("label").loc["top1", "beats_baseline"]) is True
+    assert "is worse than the baseline" in stats.verdict_sentence(v, "test_acc")
+    assert bool(stats.verdict(worse, "test_acc", "min").set_index("label").loc["top1", "beats_baseline"]) is True
 
 
 def test_retrain_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -118,6 +118,7 @@ def test_same_seed_same_trials(finished_run, tmp_path):
     assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "kill", "kill-9"])
 def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "5",
@@ -153,6 +154,7 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     assert not history.duplicated(["trial_id", "epoch"]).any()
 
 
+@pytest.mark.slow
 def test_two_node_cluster_via_address(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
@@ -197,9 +199,10 @@ def test_unknown_experiment_lists_known_ones(capsys):
 
 def test_tables_skip_a_trial_whose_params_are_being_written(tmp_path):
     """Ray creates a trial folder, then writes params.json: a table rebuilt in between must not fail."""
+    from search import schedulers
     from search.tables import collect
 
     (tmp_path / "run_trial_abc12_00001_x").mkdir()
     (tmp_path / "run_trial_abc12_00001_x" / "params.json").write_text("")
-    trials, history = collect(tmp_path, {"epochs": 2}, "val_acc", "max")
+    trials, history = collect(tmp_path, {"epochs": 2}, "val_acc", "max", schedulers.get("asha").stop_reason)
     assert trials.empty and history.empty

@@ -35,6 +35,7 @@ def listening() -> set[tuple[str, int]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
 def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
     import ray
@@ -63,6 +64,7 @@ def test_listening_parser_finds_a_loopback_listener():
         assert ("127.0.0.1", s.getsockname()[1]) in listening()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
 def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
     """Needs Ray's dashboard packages (`pip install -e ".[dashboard]"`); skipped without them."""
@@ -85,6 +87,7 @@ def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_dashboard_without_its_packages_is_a_one_line_error(tmp_path, capsys):
     import importlib.util
 

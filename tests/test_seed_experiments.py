@@ -10,7 +10,7 @@ from test_fashion_cifar import write_cifar, write_fashion
 
 from search import cli, run
 from search.experiments.classify import ImageClassifierTask, translate
-from search.trainer import Split
+from search.loop import Split
 
 
 def test_translate_moves_each_image_by_its_own_shift_with_zero_fill():
@@ -42,6 +42,7 @@ def smoke(results, name, experiment, *extra):
     ("fashion-mnist", write_fashion, ["examples.png", "conv1_filters.png"]),
     ("cifar10", write_cifar, []),
 ])
+@pytest.mark.slow
 def test_classifier_smoke_on_real_format_files(tmp_path, experiment, write, extras):
     write(tmp_path / "data")
     run_dir = smoke(tmp_path / "results", "s", experiment, "--data-dir", str(tmp_path / "data"))
@@ -55,6 +56,7 @@ def test_classifier_smoke_on_real_format_files(tmp_path, experiment, write, extr
         assert "Softmax outputs" in text
 
 
+@pytest.mark.slow
 def test_facades_smoke_on_generated_facades(tmp_path):
     run_dir = smoke(tmp_path / "results", "f", "facades", "--set", "width=16")
     retrained = pd.read_csv(run_dir / "retrain.csv")

@@ -16,8 +16,8 @@ from datasets import shapes
 from models.shapes import ShapesNet
 from search.experiments import shapes_report as report
 from search.experiments.shapes import DEFAULTS, ShapesTask
+from search.loop import Split
 from search.plots import DPI
-from search.trainer import Split
 
 SETTINGS = ("cls", "cnt", "multitask")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -10,17 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search import retrain, study_stats
+from search import retraining, schedulers, study_stats
 from search.analyse import Run
 from search.experiment import PROBABILITY, Choice, Float
 from search.io import write_json
 
+# A whole plan as run.json holds it; the tests vary its scheduler's part.
+ASHA = schedulers.get("asha")
+PLAN = {"trials": 5, "max_epochs": 4, "grace_epochs": 1, "reduction_factor": 2, "concurrency": 1,
+        "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "subset": None, "time_budget_min": None}
 SPACE = {"lr": Float(1e-4, 1e-1, log=True), "dropout": Float(0.0, 0.5), "opt": Choice(("adam", "sgd"))}
 
 
 def make_run(trials: pd.DataFrame, history: pd.DataFrame | None = None, plan: dict | None = None) -> Run:
-    info = {"experiment": "shapes", "objective": "val_acc", "mode": "max", "searched": list(SPACE),
-            "plan": plan or {"grace_epochs": 1, "max_epochs": 4, "reduction_factor": 2}}
+    info = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max", "searched": list(SPACE),
+            "plan": {**PLAN, **(plan or {})}}
     return Run(Path("."), info, trials, history if history is not None else pd.DataFrame())
 
 
@@ -60,9 +64,9 @@ def test_importance_ranks_the_parameter_that_decides_the_objective_first():
 
 
 def test_rungs_follow_asha_milestones():
-    assert study_stats.rungs({"grace_epochs": 2, "max_epochs": 6, "reduction_factor": 2}) == [2, 4]
-    assert study_stats.rungs({"grace_epochs": 5, "max_epochs": 40, "reduction_factor": 3}) == [5, 15]
-    assert study_stats.rungs({"grace_epochs": 1, "max_epochs": 1, "reduction_factor": 2}) == []
+    assert ASHA.decision_epochs({"grace_epochs": 2, "max_epochs": 6, "reduction_factor": 2}) == [2, 4]
+    assert ASHA.decision_epochs({"grace_epochs": 5, "max_epochs": 40, "reduction_factor": 3}) == [5, 15]
+    assert ASHA.decision_epochs({"grace_epochs": 1, "max_epochs": 1, "reduction_factor": 2}) == []
 
 
 def test_rank_correlation_per_rung():
@@ -73,7 +77,8 @@ def test_rank_correlation_per_rung():
     rows += [{"trial_id": t, "epoch": e, "val_acc": final[t] - (4 - e) * 0.01} for t in final for e in (2, 3, 4)]
     trials = pd.DataFrame({"trial_id": list(at1), "status": ["completed"] * 4 + ["stopped"],
                            "epochs_run": [4, 4, 4, 4, 1], "best_val_acc": [*final.values(), 0.1]})
-    table = study_stats.rung_correlation(make_run(trials, pd.DataFrame(rows)))
+    run = make_run(trials, pd.DataFrame(rows))
+    table = study_stats.rung_correlation(run, schedulers.get("asha").decision_epochs(run.plan))
     r1 = table.set_index("rung (epoch)").loc[1]
     assert r1["trials reached"] == 5 and r1["stopped here"] == 1 and r1["vs final: trials"] == 4
     assert r1["vs final: rank corr."] == pytest.approx(0.8)  # 1 - 6*(1+1)/(4*15)
@@ -98,15 +103,15 @@ def test_retrained_top_configs_skip_the_warm_start_and_duplicates():
                            {**other, "trial_id": "x2", "status": "completed", "best_val_acc": 0.7},
                            {**base, "lr": 5e-3, "trial_id": "y", "status": "failed", "best_val_acc": 0.95},
                            {**base, "lr": 2e-4, "trial_id": "z", "status": "completed", "best_val_acc": 0.5}])
-    picked = retrain.top_configs(trials, exp, searched, 3, base)
+    picked = retraining.top_configs(trials, exp, searched, 3, base)
     assert [tid for tid, _ in picked] == ["x", "z"]
     assert picked[0][1]["lr"] == 3e-3
 
 
 def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):
-    job = retrain.Job("top1", {"lr": 1e-3, "seed": 1000}, 1000, "t")
-    assert not retrain.done_before(tmp_path, job)
+    job = retraining.Job("top1", {"lr": 1e-3, "seed": 1000}, 1000, "t")
+    assert not retraining.done_before(tmp_path, job)
     write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 1e-3, "seed": 1000}})
-    assert retrain.done_before(tmp_path, job)
+    assert retraining.done_before(tmp_path, job)
     write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 2e-3, "seed": 1000}})
-    assert not retrain.done_before(tmp_path, job)
+    assert not retraining.done_before(tmp_path, job)

@@ -16,7 +16,7 @@ from models.shapes import ShapesNet
 from search import cli, train
 from search.experiment import DataOptions
 from search.experiments.shapes import DEFAULTS, EXPERIMENT
-from search.trainer import evaluate
+from search.loop import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("squares", "circles", "up", "right", "down", "left")
@@ -32,6 +32,7 @@ def offline(generated_cache, monkeypatch) -> Path:
     return generated_cache
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_results(offline, tmp_path, capsys):
     out = tmp_path / "runs" / "tiny"
     code = cli.run(train.main, ["shapes", "--subset", "128", "--epochs", "2", "--out", str(out),

@@ -15,7 +15,7 @@ from models.cifar import CifarNet
 from search.experiment import Budget, Choice, Data, DataOptions, Experiment, Float
 from search.experiments import classify
 from search.experiments.classify import ImageClassifierTask, diagnose
-from search.trainer import Split
+from search.loop import Split
 
 TASK = ImageClassifierTask(lambda config: CifarNet(dropout=config["dropout"]), max_shift=4)  # pixels: pad-4 crops
 VAL = 1000  # the seed's validation split: the last 1,000 training images

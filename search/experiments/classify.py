@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.experiment import PROBABILITY, Limit
-from search.trainer import Split
+from search.loop import Split
+from search.plots import figure, save
 
 
 def translate(x: torch.Tensor, shift: torch.Tensor, pad: int | None = None) -> torch.Tensor:
@@ -87,8 +88,6 @@ def diagnose(task: ImageClassifierTask, classes: tuple[str, ...], model: nn.Modu
              test: Split, fig_dir: Path, *, examples: bool, filters: bool, softmax_rows: int) -> str:
     """Per-class accuracy on the held-out images; optionally a grid of right and wrong examples,
     the first conv layer's filters, and the softmax of a few test images."""
-    from search.plots import figure, save
-
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(task.prepare(test.x[i:i + 1000], test.y[i:i + 1000], config, None)[0]).float()

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from datasets import digit_pairs as pairs
 from models import digit_pairs as nets
 from search.experiment import NON_NEGATIVE, Budget, Choice, Data, DataOptions, Experiment, Float, Limit
-from search.trainer import Split
+from search.loop import Split
+from search.markdown import md_table
+from search.plots import STATUS_STYLE, figure, save
 
 ARCHS = tuple(nets.ARCHITECTURES)
 SEARCH_VAL = 200  # the seed's 800 / 200 train / validation split of the 1,000 training pairs
@@ -70,8 +72,6 @@ def load(options: DataOptions) -> Data:
     full = _split(train)
     search_train = Split(full.x[order[SEARCH_VAL:]], full.y[order[SEARCH_VAL:]])
     val = Split(full.x[order[:SEARCH_VAL]], full.y[order[:SEARCH_VAL]])
-    if options.subset is not None:
-        search_train = Split(search_train.x[:options.subset], search_train.y[:options.subset])
     info = {**info, "train": len(search_train), "val": len(val), "full_train": len(full), "test": len(test)}
     return Data(search_train, val, full, _split(test), info)
 
@@ -79,8 +79,6 @@ def load(options: DataOptions) -> Data:
 def per_architecture(run: Any, fig_dir: Path) -> str:
     """Report section: the best validation accuracy each architecture reached in the search (the
     seed's Table 1, but from a search), and a plot of every trial's accuracy by architecture."""
-    from search.plots import STATUS_STYLE, figure, save
-
     trials = run.trials
     if trials.empty or "arch" not in trials:
         return ""
@@ -104,10 +102,8 @@ def per_architecture(run: Any, fig_dir: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     save(fig, fig_dir / "accuracy_by_architecture.png")
-    from search.report import md_table
-
     return ("## Accuracy by architecture\n\nBest and median validation accuracy each architecture reached in the "
-            "search (trials stopped by ASHA count at their best epoch). Seed 002 reported, over 10 rounds on "
+            "search (early-stopped trials count at their best epoch). Seed 002 reported, over 10 rounds on "
             "MNIST: two_channel 0.798, two_branches 0.812, shared_branches 0.838, branches_to_vec 0.827, "
             "shared_to_vec 0.847, shared_aux 0.865, direct_digits 0.965.\n\n" + md_table(table) +
             f"\n\n![accuracy by architecture]({fig_dir.name}/accuracy_by_architecture.png)\n")

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from datasets import facades
 from models.facades import FacadeNet
 from search.experiment import PROBABILITY, Budget, Choice, Data, DataOptions, Experiment, Float, Limit
-from search.trainer import Split
+from search.loop import Split
+from search.plots import figure, save
 
 
 def image_size() -> int:
@@ -61,8 +62,6 @@ def load(options: DataOptions) -> Data:
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(options.split_seed))
     n_val = max(1, len(train_x) // VAL_FRACTION)
     val_i, train_i = order[:n_val], order[n_val:]
-    if options.subset is not None:
-        train_i = train_i[:options.subset]
     info = {"source": source, "size_px": size, "train": len(train_i), "val": n_val, "full_train": len(train_x),
             "test": len(test_x)}
     return Data(Split(train_x[train_i], train_y[train_i]), Split(train_x[val_i], train_y[val_i]),
@@ -72,8 +71,6 @@ def load(options: DataOptions) -> Data:
 def diagnose(model, config: Mapping[str, Any], test: Split, fig_dir: Path) -> str:
     """AP per class on the held-out images and example predictions beside their labels."""
     from matplotlib.colors import ListedColormap
-
-    from search.plots import figure, save
 
     task = FacadesTask()
     model.eval()

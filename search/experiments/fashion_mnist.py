@@ -15,7 +15,7 @@ from models.fashion import FashionNet
 from search.experiment import Budget, Choice, Data, DataOptions, Experiment, Float
 from search.experiments import classify
 from search.experiments.classify import ImageClassifierTask, diagnose
-from search.trainer import Split
+from search.loop import Split
 
 TASK = ImageClassifierTask(lambda config: FashionNet(dropout=config["dropout"]), max_shift=2)  # pixels
 

@@ -17,8 +17,8 @@ import torch
 
 from datasets import shapes
 from search import plots
-from search.experiments.shapes import ShapesTask
-from search.trainer import Split
+from search.experiments.shapes_task import ShapesTask
+from search.loop import Split
 
 BATCH = 1000  # images per forward pass: bounds memory whatever the split's size
 GRID_COLS, GRID_MAX = 6, 24  # misclassified examples shown: at most 4 rows of 6, in test order

@@ -1,4 +1,4 @@
-"""The Ray Tune trainable: one trial = `search.trainer.fit` on the sampled config.
+"""One trial of a search, the function Ray Tune runs: `search.loop.fit` on the sampled config.
 
 One `tune.report` per epoch with the metrics and a checkpoint (model, optimiser, epoch, RNG
 states), so a trial resumes from `tune.get_checkpoint()` after a crash or a restored run. The
@@ -21,9 +21,8 @@ import torch
 from ray import tune
 
 from search import experiments, faults, tail_resources
-from search.searcher import FINISHED
-from search.tables import NODE
-from search.trainer import NonFiniteError, Split, fit
+from search.loop import NonFiniteError, Split, fit
+from search.protocol import FINISHED, NODE
 
 STATE_FILE = "state.pt"
 DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial diverged (its retries fail at once)

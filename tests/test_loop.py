@@ -1,4 +1,4 @@
-"""search.trainer.fit with the shapes task (small generated subsets) and with a scripted stub task;
+"""search.loop.fit with the shapes task (small generated subsets) and with a scripted stub task;
 the shapes task's metrics helpers."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 from datasets.shapes import KINDS, decode, encode
 from datasets.shapes_generator import generate
 from search.experiments.shapes import DEFAULTS, ShapesTask, counts_to_class, macro_f1
-from search.trainer import NonFiniteError, Split, fit, predict
+from search.loop import NonFiniteError, Split, fit, predict
 
 CPU = torch.device("cpu")
 TASK = ShapesTask()
@@ -127,7 +127,7 @@ def test_resume_equals_uninterrupted_run(data):
         if row["epoch"] == 1:
             saved["live"] = checkpoint()  # kept in memory, as is
             buf = io.BytesIO()
-            torch.save(checkpoint(), buf)  # as search.trainable does
+            torch.save(checkpoint(), buf)  # as search.trial does
             saved["file"] = buf.getvalue()
 
     full = fit(TASK, config, train, val, device=CPU, on_epoch=on_epoch)

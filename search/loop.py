@@ -1,6 +1,6 @@
 """The training loop shared by every experiment: `train_epoch()`, `evaluate()` and `fit()`.
 
-Plain PyTorch, no Ray: `search.trainable` wraps `fit` for Ray Tune, `search.train` calls it
+Plain PyTorch, no Ray: `search.trial` wraps `fit` for Ray Tune, `search.train` calls it
 directly. Data lives on the device as tensors; a batch is an index slice of them, so there is
 no DataLoader and no per-sample Python in the loop. What differs between experiments (model,
 batch preparation and augmentation, loss, metrics) comes from its `Task`.
@@ -103,6 +103,19 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config['optimizer']!r}")
 
 
+def train_step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               config: dict, generator: torch.Generator | None, precision: str) -> torch.Tensor:
+    """One optimiser step on one stored batch; returns the batch's loss, still on the device (reading
+    it would wait for the device: the caller sums it there)."""
+    x, y = task.prepare(x, y, config, generator)
+    with autocast(precision, x.device):
+        loss = task.loss(model(x), y, config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, data: Split,
                 config: dict, generator: torch.Generator, precision: str) -> float:
     """One pass over `data` in a random order; returns the mean training loss."""
@@ -113,14 +126,34 @@ def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, 
     total = torch.zeros((), device=device)  # summed on the device: no host sync per step
     for start in range(0, len(data), batch_size):
         index = order[start:start + batch_size]
-        x, y = task.prepare(data.x[index], data.y[index], config, generator)
-        with autocast(precision, device):
-            loss = task.loss(model(x), y, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * index.numel()
+        loss = train_step(task, model, optimizer, data.x[index], data.y[index], config, generator, precision)
+        total += loss * index.numel()
     return total.item() / len(data)
+
+
+def images_per_second(task: Task, config: dict, x: torch.Tensor, y: torch.Tensor, threads: float,
+                      device: torch.device, batches: int = 3) -> float:
+    """Throughput of one trial: a few `train_step`s of the task's model on one stored batch
+    (the first is a warm-up), median time per step; images per second."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        model = task.build_model(config).to(device)
+        model.train()
+        optimizer = make_optimizer(model, config)
+        precision = resolve_precision(config["precision"], device)
+        config = with_statistics(task, config, Split(x, y))  # as fit() does: e.g. normalisation
+        x, y = x.to(device), y.to(device)
+        times = []
+        for _ in range(batches + 1):
+            t = time.perf_counter()
+            train_step(task, model, optimizer, x, y, config, None, precision)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return config["batch_size"] / sorted(times[1:])[len(times[1:]) // 2]
+    finally:
+        torch.set_num_threads(previous)
 
 
 @torch.no_grad()

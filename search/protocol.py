@@ -1,0 +1,63 @@
+"""The driver/worker protocol of a search, in one place: the keys a trial reports beside its
+metrics, the keys Ray adds, how a trial's ending is named (status and reason), and how its error
+is read. The trial (search/trial.py) writes these; the live progress (search/progress.py), the
+tables rebuilt from Ray's folders (search/tables.py) and the searcher read them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from search.cli import DISK_FULL as DISK_FULL_ERRNOS
+
+# Reported by the trial with every epoch's metrics.
+FINISHED = "finished"  # True on the report that ends the trial by itself (all epochs, or its own patience)
+NODE = "node"  # the Ray node that ran the trial (a trials.csv column): a cluster has several
+
+# Keys Ray adds to every result: bookkeeping, not metrics of ours.
+RAY_KEYS = {
+    "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "config",
+    "should_checkpoint", "experiment_tag", FINISHED,
+}
+STATUSES = ("completed", "stopped", "failed", "running")
+
+# A trial's error line naming a full disk (or quota), as Python prints an OSError.
+DISK_FULL = re.compile("|".join(rf"\[Errno {n}\]|{re.escape(os.strerror(n))}" for n in DISK_FULL_ERRNOS))
+
+
+def trial_status(last: Mapping[str, Any], planned_epochs: int, stop_reason: Callable[[int], str], *,
+                 failed_with: str | None = None, running: bool = False,
+                 recovered_from: str | None = None) -> tuple[str, str | None]:
+    """(status, reason) of a trial from its last report. `stop_reason(epochs)` is the scheduler's
+    words for a trial it stopped; `failed_with` the error that ended the trial; `recovered_from` an
+    earlier error a retry (--max-failures) got past."""
+    epochs = int(last.get("epoch", 0))
+    if failed_with is not None:
+        return "failed", failed_with
+    if last.get(FINISHED):
+        reason = "all epochs" if epochs >= planned_epochs else "early stopping (patience)"
+    elif running:
+        return "running", None
+    else:
+        reason = stop_reason(epochs) if last else "never started"
+    return "completed" if last.get(FINISHED) else "stopped", reason + (
+        f"; recovered from {recovered_from}" if recovered_from else "")
+
+
+def error_line(path: str | Path | None) -> str | None:
+    """The exception line of a failed trial's error file (the last line of a Python traceback names
+    the exception and its message), or None without a readable file."""
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except (OSError, TypeError):
+        return None
+    return lines[-1][:300] if lines else "error"
+
+
+def plain(v: Any) -> Any:
+    """numpy/pandas scalars -> Python ones (JSON, and configs that round-trip)."""
+    return v.item() if hasattr(v, "item") else v

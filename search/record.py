@@ -1,0 +1,113 @@
+"""run.json as one typed record: the only module that reads or writes it.
+
+A run's record says what was asked (command, options), what was decided (the plan, the base
+config, the searched space) and how far the run got (search_done, wall times). Every stage reads
+it through `RunRecord.read` and changes it through `RunRecord.update`, which rereads the file
+under the run's lock, so a resumed run adds to its wall times instead of losing them. Runs written
+before this module existed have the same keys and read the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from search.config import UserError
+from search.experiment import DataOptions
+from search.io import read_json, write_json
+from search.plan import SMOKE_SUBSET, Plan
+
+FILE = "run.json"
+
+
+@dataclass
+class RunRecord:
+    experiment: str
+    name: str
+    plan: Plan
+    objective: str = "val_acc"
+    mode: str = "max"
+    searched: list[str] = field(default_factory=list)  # the searched keys, in the space's order
+    space: dict[str, str] = field(default_factory=dict)  # key -> its range, as text
+    base_config: dict[str, Any] = field(default_factory=dict)  # the baseline with the search's epochs and seed
+    pinned: dict[str, Any] = field(default_factory=dict)  # --set values
+    argv: list[str] = field(default_factory=list)  # the command line, with --name (resume reruns it)
+    command: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # every parsed option, paths as text
+    hardware: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # source and split sizes
+    versions: dict[str, str] = field(default_factory=dict)
+    started: str = ""
+    finished: str | None = None
+    search_done: bool = False  # every trial ended: a resume goes straight to retraining
+    search_wall_s: float = 0.0  # summed over resumes
+    retrain_wall_s: float = 0.0
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def test_objective(self) -> str:
+        """The objective's column in retrain.csv: val_acc is scored as test_acc on the held-out split."""
+        return "test_" + self.objective.removeprefix("val_")
+
+    @property
+    def seed(self) -> int:
+        return int(self.base_config.get("seed", self.options.get("seed", 0)))
+
+    def data_options(self) -> DataOptions:
+        """The data the run used (never downloads again)."""
+        o = self.options
+        return DataOptions(Path(o["data_dir"]) if o.get("data_dir") else None, False,
+                           split_seed=int(o.get("seed", 0)), source=o.get("source"))
+
+    # ------------------------------------------------------------------ the file
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        plan = dict(d.get("plan") or {})
+        if "val_subset" not in plan and (d.get("options") or {}).get("smoke"):
+            plan["val_subset"] = SMOKE_SUBSET  # smoke runs cut the validation split before it was planned
+        try:
+            values["plan"] = Plan.from_dict(plan)
+            return cls(**values)
+        except TypeError as e:  # a required key missing: not a run.json this project wrote
+            raise UserError(f"{FILE}: not a run record of this project ({e}); start a new run") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["plan"] = self.plan.as_dict()
+        return out
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord:
+        path = Path(run_dir) / FILE
+        if not path.is_file():
+            raise UserError(f"{run_dir}: not a run directory (no {FILE}); give results/<experiment>/<name>")
+        return cls.from_dict(read_json(path))
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / FILE, self.to_dict())
+
+    def update(self, run_dir: Path, **changes: Any) -> RunRecord:
+        """Set fields and write the record at once (the caller holds the run's lock)."""
+        for key, value in changes.items():
+            if not hasattr(self, key):
+                raise AttributeError(f"RunRecord has no field {key}")
+            setattr(self, key, value)
+        self.write(run_dir)
+        return self
+
+
+def exists(run_dir: Path) -> bool:
+    return (Path(run_dir) / FILE).is_file()
+
+
+def argv_of(run_dir: Path) -> list[str]:
+    """The command line a run was started with (resume parses it again before anything else)."""
+    try:
+        return list(read_json(Path(run_dir) / FILE)["argv"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{run_dir}: its {FILE} is unreadable; cannot resume it") from None

@@ -1,0 +1,160 @@
+"""Trial schedulers as named strategies: `--scheduler NAME` picks one from this registry.
+
+A scheduler decides, while a search runs, which trials go on. Each entry builds Ray Tune's
+scheduler from the run's plan, declares the epochs at which it judges trials (for the plan line,
+the time estimate and the report), words why it stopped a trial, and writes its report section.
+Nothing else in the project names a scheduler, so adding one (Population Based Training, say)
+touches this file and its tests only. Two flags prepare for schedulers that do more than stop:
+`proposes_configs` (it samples and mutates configs itself: Ray refuses a search algorithm beside
+it, so the tuner leaves TPE out) and `changes_config` (a trial's config may differ from one epoch
+to the next: history.csv keeps the config of each epoch, retraining replays it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from search import study_stats
+from search.analyse import Run
+from search.config import UserError
+from search.markdown import md_table
+from search.plan import Plan
+
+
+class Scheduler:
+    name = ""
+    summary = ""
+    proposes_configs = False  # True: it proposes configs itself, and Ray refuses a searcher beside it
+    changes_config = False  # True: a trial's hyperparameters may change between epochs
+    stopped_label = "stopped early"  # legend of the trials it stopped, in every plot
+
+    def build(self, plan: Plan) -> TrialScheduler:
+        raise NotImplementedError
+
+    def decision_epochs(self, plan: Any) -> list[int]:
+        """Epochs below the full budget at which it may stop (or change) a trial."""
+        return []
+
+    def stop_reason(self, epochs: int) -> str:
+        return f"stopped after epoch {epochs}"
+
+    def describe(self, plan: Plan) -> str:
+        """Its part of the plan line, e.g. 'no early stopping'."""
+        raise NotImplementedError
+
+    def search_epochs(self, plan: Plan) -> float:
+        """Epochs the whole search is expected to train (for the time estimate)."""
+        return float(plan.trials * plan.max_epochs)
+
+    def report_section(self, run: Run) -> str:
+        raise NotImplementedError
+
+
+def _correlation_table(run: Run, epochs: list[int]) -> str:
+    table = study_stats.rung_correlation(run, epochs)
+    if table.empty:
+        return "No epoch below the full budget to judge at, or no trials.\n"
+    for kind in ("vs final", "vs next"):
+        corr, n = table[f"{kind}: rank corr."], table[f"{kind}: trials"]
+        table[f"{kind}: rank corr."] = ["too few trials" if math.isnan(v) else f"{v:.2f}" + (
+            " (few trials: unreliable)" if k < 10 else "") for v, k in zip(corr, n, strict=True)]
+    return md_table(table) + "\n"
+
+
+class Asha(Scheduler):
+    name = "asha"
+    summary = "asynchronous successive halving: trials are compared at rungs and the worse ones stopped"
+    stopped_label = "stopped by ASHA"
+
+    def build(self, plan: Plan) -> TrialScheduler:
+        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs,
+                             grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
+
+    def decision_epochs(self, plan) -> list[int]:
+        """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ..."""
+        plan = _as_dict(plan)
+        out, r = [], int(plan["grace_epochs"])
+        while r < int(plan["max_epochs"]):
+            out.append(r)
+            r *= int(plan["reduction_factor"])
+        return out
+
+    def stop_reason(self, epochs: int) -> str:
+        return f"ASHA stopped it after epoch {epochs}"
+
+    def describe(self, plan: Plan) -> str:
+        return f"ASHA from epoch {plan.grace_epochs} (keeps 1/{plan.reduction_factor})"
+
+    def search_epochs(self, plan: Plan) -> float:
+        """If ASHA keeps 1/reduction_factor of the trials past each rung. The first trials have no
+        rung to be compared against, so they run to the end."""
+        first = min(plan.concurrency, plan.trials)
+        epochs, alive, rung = float(first * plan.max_epochs), float(plan.trials - first), plan.grace_epochs
+        done = 0
+        while done < plan.max_epochs:
+            step_to = min(rung, plan.max_epochs)
+            epochs += alive * (step_to - done)
+            done, alive, rung = step_to, alive / plan.reduction_factor, rung * plan.reduction_factor
+        return epochs
+
+    def report_section(self, run: Run) -> str:
+        return "\n".join([
+            "## Early stopping: did ASHA's rungs rank trials right?\n",
+            "At each rung ASHA compares trials on the objective at that epoch and stops the worse ones. The rank "
+            "correlation (Spearman) between a trial's value at the rung and its best value after all epochs, over the "
+            "trials that ran all epochs, says whether that early ranking was right: near 1, the grace period was long "
+            "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period). Few trials run all "
+            "epochs on a small budget, so the value at the next rung, over every trial that reached it, is shown "
+            "too.\n",
+            _correlation_table(run, self.decision_epochs(run.plan))])
+
+
+class Fifo(Scheduler):
+    name = "fifo"
+    summary = "no early stopping: every trial runs until its own end (all epochs, or its patience)"
+
+    def build(self, plan: Plan) -> TrialScheduler:
+        return FIFOScheduler()
+
+    def stop_reason(self, epochs: int) -> str:
+        # FIFO stops nothing itself: a trial cut short was ended by the time budget or an interruption.
+        return f"stopped after epoch {epochs} (time budget or interruption)"
+
+    def describe(self, plan: Plan) -> str:
+        return "no early stopping"
+
+    def report_section(self, run: Run) -> str:
+        epochs = Asha().decision_epochs(run.plan)  # where halving would have judged these trials
+        return "\n".join([
+            "## Early stopping: would early rankings have held?\n",
+            "This search stopped no trial early. The rank correlation (Spearman) between each trial's objective at "
+            "an early epoch and its best value after all epochs says whether an early-stopping scheduler could "
+            "have judged these trials that soon: near 1, yes; near 0, it would have stopped trials on noise.\n",
+            _correlation_table(run, epochs)])
+
+
+REGISTRY: dict[str, Scheduler] = {s.name: s for s in (Asha(), Fifo())}
+DEFAULT = "asha"
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get(name: str) -> Scheduler:
+    if name not in REGISTRY:
+        raise UserError(f"--scheduler {name}: unknown; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def of_plan(plan: Any) -> Scheduler:
+    """The scheduler a run's plan names (runs written before the registry used ASHA)."""
+    return get(_as_dict(plan).get("scheduler") or DEFAULT)
+
+
+def _as_dict(plan: Any) -> dict:
+    return plan if isinstance(plan, dict) else plan.as_dict()
+

@@ -1,0 +1,212 @@
+"""A run as four stages over one context: prepare -> search -> retrain -> report.
+
+    ctx = prepare(request, hardware)   # the plan (or the interrupted run's own), data cut to it, run.json
+    search(ctx)                        # Ray Tune trials -> trials.csv, history.csv, best_config.json
+    retrain(ctx)                       # top configs + baseline on fresh seeds -> retrain.csv, verdict.csv
+    report(ctx)                        # report.md and its figures
+
+`python -m search.run` calls them in that order inside a Ray session and the run's lock;
+`--resume` calls the same stages on the record the run left (a finished search is not redone);
+`--settings` runs them once per setting; `python -m search.retrain` calls the last two on a
+finished search. Every stage reads and updates the run's record (search/record.py) and nothing
+else carries state between them.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+import torch
+
+from search import experiments, retraining, schedulers
+from search import report as report_md
+from search.config import UserError, format_config
+from search.experiment import Data, Dim, Experiment
+from search.io import read_csv
+from search.loop import images_per_second
+from search.plan import Hardware, Plan, estimate_minutes
+from search.protocol import STATUSES
+from search.record import RunRecord
+from search.tables import best_trial
+from search.tuner import run_search
+
+
+@dataclass
+class Request:
+    """What the command asked for, checked: everything `prepare` needs besides the hardware."""
+
+    exp: Experiment
+    run_dir: Path
+    name: str
+    argv: list[str]  # as typed, with --name added
+    options: dict[str, Any]  # every parsed option (paths as text), saved in run.json
+    base: dict[str, Any]  # the baseline config with the pins applied
+    pinned: dict[str, Any]
+    space: dict[str, Dim]
+    data: Data  # as loaded: prepare cuts it to the plan
+    make_plan: Callable[[Hardware], Plan]
+    resume: bool = False
+    retrain: bool = True
+    storage: str | None = None
+
+
+@dataclass
+class RunContext:
+    exp: Experiment
+    run_dir: Path
+    record: RunRecord
+    data: Data  # cut to the plan: train/val for trials, full_train/test for retraining
+    space: dict[str, Dim]
+    storage: str | None = None
+    resume: bool = False
+    print: Callable[..., None] = field(default=functools.partial(print, flush=True))
+
+    @property
+    def plan(self) -> Plan:
+        return self.record.plan
+
+
+def versions() -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "optuna": optuna.__version__, "git_commit": commit or "unknown"}
+
+
+def cut_to_plan(data: Data, plan: Plan) -> Data:
+    """The data each stage trains on, as the plan decided (search/plan.py)."""
+    return data.limited(train=plan.subset, val=plan.val_subset, full_train=plan.retrain_subset)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def prepare(request: Request, hw: Hardware) -> RunContext:
+    """The plan (the interrupted run's own on --resume), the data cut to it, run.json, the plan printed."""
+    exp, run_dir = request.exp, request.run_dir
+    previous = RunRecord.read(run_dir) if request.resume else None
+    plan = previous.plan if previous is not None else request.make_plan(hw)
+    data = cut_to_plan(request.data, plan)
+    base = {**request.base, "epochs": plan.max_epochs, "seed": request.options["seed"]}
+    if previous is not None and previous.base_config != base:
+        raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
+                        "resume it with the version that started it")
+    scheduler = schedulers.of_plan(plan)
+    batch = base["batch_size"]
+    ips = images_per_second(exp.task, base, data.train.x[:batch], data.train.y[:batch], plan.cpus_per_trial,
+                            torch.device("cuda" if plan.gpus_per_trial else "cpu"))
+    plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val),
+                                         len(data.full_train) if request.retrain else 0, ips,
+                                         scheduler.search_epochs(plan))
+    record = previous or RunRecord(
+        experiment=exp.name, name=request.name, plan=plan, objective=exp.objective, mode=exp.mode,
+        searched=list(request.space), space={k: d.describe() for k, d in request.space.items()}, base_config=base,
+        pinned=request.pinned, argv=request.argv, command="python -m search.run " + shlex.join(request.argv),
+        options=request.options, data=data.info, versions=versions(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+        hardware={"cpus": hw.cpus, "gpus": hw.gpus, "nodes": hw.nodes, "machine": platform.machine(),
+                  "system": platform.system()})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if previous is None:
+        record.write(run_dir)
+    ctx = RunContext(exp, run_dir, record, data, request.space, request.storage, request.resume)
+    print_plan(ctx, hw, ips, request.retrain)
+    return ctx
+
+
+def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None:
+    exp, plan, data, say = ctx.exp, ctx.plan, ctx.data, ctx.print
+    say(f"{exp.name}: {exp.summary}")
+    say(f"data: {data.info}")
+    say(f"hardware: {hw.describe()}; {plan.concurrency} trial{'s' if plan.concurrency > 1 else ''} at once, "
+        f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " each")
+    say(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, {schedulers.of_plan(plan).describe(plan)}"
+        + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
+    if retrain:
+        say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
+            f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "
+            f"{len(data.full_train)} training images; score them once on the {len(data.test)} held-out images"
+            + ("" if hw.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)"))
+    if plan.estimate_min:
+        say("estimate: " + ("under a minute" if plan.estimate_min < 1 else f"about {round(plan.estimate_min)} "
+            "minutes") + f" in all, at {ips:.0f} images/s per trial (measured just now)")
+    say(f"searching {', '.join(ctx.space)}; pinned: {format_config(ctx.record.pinned) or 'nothing'}")
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def search(ctx: RunContext) -> bool:
+    """Run (or continue) the search; True when every trial ended (False: interrupted, resumable)."""
+    if ctx.record.search_done:  # killed while retraining: resume only that
+        ctx.print("search: already finished; resuming the retraining")
+        return True
+    plan, t0 = ctx.plan, time.monotonic()
+    grid = run_search(ctx.exp, ctx.data, ctx.record.base_config, ctx.space, plan, ctx.run_dir,
+                      seed=ctx.record.seed, resume=ctx.resume, storage=ctx.storage)
+    done = not (len(grid) - grid.num_terminated - grid.num_errors > 0
+                or (len(grid) < plan.trials and not plan.time_budget_min))
+    record = RunRecord.read(ctx.run_dir)  # as written by the last attempt: its wall time counts too
+    ctx.record = record.update(ctx.run_dir, search_wall_s=record.search_wall_s + time.monotonic() - t0,
+                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)
+    summarise(ctx)
+    return done
+
+
+def summarise(ctx: RunContext) -> None:
+    path, objective = ctx.run_dir / "trials.csv", ctx.exp.objective
+    trials = read_csv(path) if path.exists() else pd.DataFrame()
+    counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
+    best = best_trial(trials, objective, ctx.exp.mode) if not trials.empty else None
+    shown = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
+    ctx.print(f"search done: {len(trials)} trials ({shown})")
+    if best is not None:
+        ctx.print(f"best: {objective} {best[f'best_{objective}']:.4f} ({best['trial_id']}, epoch "
+                  f"{int(best['best_epoch'])}): {format_config(best, ctx.record.searched)}")
+
+
+# ----------------------------------------------------------------------------- retrain and report
+
+
+def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = None, epochs: int | None = None,
+            cpus: float | None = None, gpus: float | None = None) -> pd.DataFrame:
+    """Retrain with the plan's numbers (or the ones given); KeyboardInterrupt keeps every finished run."""
+    plan, t0 = ctx.plan, time.monotonic()
+    try:
+        return retraining.retrain(
+            ctx.run_dir, ctx.record, ctx.data, top_k=top_k or plan.retrain_top_k, seeds=seeds or plan.retrain_seeds,
+            epochs=epochs or plan.retrain_epochs, cpus=cpus or plan.cpus_per_trial,
+            gpus=plan.gpus_per_trial if gpus is None else gpus, print_fn=ctx.print)
+    finally:
+        record = RunRecord.read(ctx.run_dir)
+        ctx.record = record.update(ctx.run_dir, retrain_wall_s=record.retrain_wall_s + time.monotonic() - t0)
+
+
+def report(ctx: RunContext) -> Path:
+    path = report_md.build(ctx.run_dir)
+    ctx.print(f"report: {path}")
+    return path
+
+
+def finished_run(run_dir: Path, print_fn: Callable[..., None] | None = None) -> RunContext:
+    """The context of a run whose search is done (for `python -m search.retrain`): its own data and plan."""
+    record = RunRecord.read(run_dir)
+    if not (run_dir / "trials.csv").is_file():
+        raise UserError(f"{run_dir}: not a finished search (no run.json and trials.csv there)")
+    exp = experiments.get(record.experiment)
+    data = cut_to_plan(exp.load(record.data_options()), record.plan)
+    space = {k: exp.space[k] for k in record.searched if k in exp.space}
+    return RunContext(exp, run_dir, record, data, space, print=print_fn or functools.partial(print, flush=True))
