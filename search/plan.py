@@ -54,6 +54,10 @@ class Plan:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def __getitem__(self, key: str):
+        """plan["trials"], as analysis scripts read run.json's plan before it was typed."""
+        return getattr(self, key)
+
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
         """A plan as run.json holds it; keys of another version are ignored, missing optional ones

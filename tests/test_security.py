@@ -38,11 +38,10 @@ def listening() -> set[tuple[str, int]]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net")
 def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
-    import ray
-
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     before = {port for _, port in listening()}
-    run.start_ray(argparse.Namespace(dashboard=False, address=None), Hardware(cpus=1, gpus=0))
+    session = run.ray_session(argparse.Namespace(dashboard=False, address=None), Hardware(cpus=1, gpus=0))
+    session.__enter__()  # Ray runs until the session exits
     try:
         ports = {port for _, port in listening()} - before
         assert ports, "Ray started no listener at all: the check would be vacuous"
@@ -54,7 +53,7 @@ def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
 
         assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
     finally:
-        ray.shutdown()
+        session.__exit__(None, None, None)
 
 
 def test_listening_parser_finds_a_loopback_listener():
@@ -69,11 +68,11 @@ def test_listening_parser_finds_a_loopback_listener():
 def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
     """Needs Ray's dashboard packages (`pip install -e ".[dashboard]"`); skipped without them."""
     pytest.importorskip("aiohttp")
-    import ray
     from ray._private import worker
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    run.start_ray(argparse.Namespace(dashboard=True, address=None), Hardware(cpus=1, gpus=0))
+    session = run.ray_session(argparse.Namespace(dashboard=True, address=None), Hardware(cpus=1, gpus=0))
+    session.__enter__()  # Ray runs until the session exits
     try:
         url = worker._global_node.address_info.get("webui_url")
         assert url, "no dashboard started: the check would be vacuous"
@@ -84,7 +83,7 @@ def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
         addresses = {addr for addr, p in listening() if p == port}
         assert addresses == {"127.0.0.1"}, addresses
     finally:
-        ray.shutdown()
+        session.__exit__(None, None, None)
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_tiny_run_writes_results(offline, tmp_path, capsys):
     state = torch.load(out / "model.pt", weights_only=True)
     model = ShapesNet(dropout=0.25, hidden=DEFAULTS["hidden"])
     model.load_state_dict(state)
-    data = EXPERIMENT.load(DataOptions(subset=128))
+    data = EXPERIMENT.load(DataOptions())
     again = evaluate(EXPERIMENT.task, model, data.test, summary["config"], "fp32", prefix="test_")
     assert again == pytest.approx(summary["held_out"], rel=1e-4)
 

@@ -1,0 +1,86 @@
+"""The scheduler registry: each entry builds Ray's scheduler from a plan, names its decision epochs
+and its stops, sizes the time estimate and writes its report section; unknown names fail loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from search import cli, run, schedulers
+from search.analyse import Run
+from search.config import UserError
+from search.experiments import shapes
+from search.plan import Hardware, Plan, make_plan
+from search.protocol import trial_status
+
+
+def plan(**changes) -> Plan:
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
+    for k, v in changes.items():
+        setattr(p, k, v)
+    return p
+
+
+def test_registry_names_and_unknown_name():
+    assert schedulers.names()[:2] == ["asha", "fifo"] and schedulers.DEFAULT == "asha"
+    with pytest.raises(UserError, match="known: asha, fifo"):
+        schedulers.get("hyperband")
+
+
+def test_each_builds_rays_scheduler_from_the_plan():
+    asha = schedulers.get("asha").build(plan())
+    assert isinstance(asha, ASHAScheduler)
+    assert asha._max_t == 6 and asha._reduction_factor == 2
+    assert isinstance(schedulers.get("fifo").build(plan()), FIFOScheduler)
+    assert not schedulers.get("asha").proposes_configs and not schedulers.get("fifo").proposes_configs
+
+
+def test_a_plan_names_its_scheduler_and_old_plans_meant_asha():
+    assert plan().scheduler == "asha"
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, scheduler="fifo")
+    assert schedulers.of_plan(p).name == "fifo"
+    old = {k: v for k, v in plan().as_dict().items() if k != "scheduler"}  # run.json before the registry
+    assert schedulers.of_plan(old).name == "asha" and Plan.from_dict(old).scheduler == "asha"
+
+
+def test_fifo_trains_every_epoch_asha_fewer():
+    p = plan(trials=8, max_epochs=6, grace_epochs=2, reduction_factor=2, concurrency=2)
+    assert schedulers.get("fifo").search_epochs(p) == 8 * 6
+    # 2 first trials run all 6; the other 6 run 2 epochs, half of them to 4, a quarter to 6
+    assert schedulers.get("asha").search_epochs(p) == pytest.approx(2 * 6 + 6 * 2 + 3 * 2 + 1.5 * 2)
+    assert schedulers.get("fifo").decision_epochs(p) == [] and schedulers.get("asha").decision_epochs(p) == [2, 4]
+
+
+def test_stop_reasons_reach_the_trial_status():
+    for name, words in (("asha", "ASHA stopped it after epoch 2"), ("fifo", "stopped after epoch 2")):
+        status, reason = trial_status({"epoch": 2}, 6, schedulers.get(name).stop_reason)
+        assert status == "stopped" and reason.startswith(words)
+    assert trial_status({"epoch": 6, "finished": True}, 6, schedulers.get("fifo").stop_reason) == (
+        "completed", "all epochs")
+
+
+def test_report_sections_name_their_scheduler_and_show_the_correlations():
+    history = pd.DataFrame([{"trial_id": t, "epoch": e, "val_acc": v * e} for t, v in
+                            (("a", 0.3), ("b", 0.2), ("c", 0.1)) for e in range(1, 7)])
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3, "epochs_run": [6] * 3,
+                           "best_val_acc": [1.8, 1.2, 0.6]})
+    record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max", "plan": plan().as_dict()}
+    asha = schedulers.get("asha").report_section(Run(Path("."), record, trials, history))
+    fifo = schedulers.get("fifo").report_section(Run(Path("."), record, trials, history))
+    assert asha.startswith("## Early stopping: did ASHA's rungs rank trials right?")
+    assert fifo.startswith("## Early stopping: would early rankings have held?")
+    for text in (asha, fifo):  # rungs at epochs 2 and 4: three trials keep their order
+        assert "| 2 | 3 | 0 | 3 | 1.00 (few trials: unreliable)" in text
+
+
+def test_an_unknown_scheduler_on_the_command_line_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(run.main, ["shapes", "--scheduler", "pbt2000"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--scheduler" in err and "asha" in err
