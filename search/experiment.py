@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import UserError
-from search.loop import Split, Task
+from search.loop import SCHEDULES, Split, Task
 
 # ---------------------------------------------------------------- search-space dimensions (data)
 
@@ -115,6 +115,7 @@ LOOP_LIMITS = {
     "lr": POSITIVE, "momentum": Limit(0.0, 1.0, high_open=True), "weight_decay": NON_NEGATIVE,
     "optimizer": Limit(choices=("adam", "sgd")), "batch_size": COUNT, "epochs": COUNT,
     "patience": NON_NEGATIVE, "seed": NON_NEGATIVE, "precision": Limit(choices=("auto", "fp32", "bf16", "fp16")),
+    "schedule": Limit(choices=SCHEDULES),
 }
 
 
@@ -162,6 +163,7 @@ class Budget:
     grace_epochs: int  # the scheduler's first decision: no trial is stopped before this many epochs
     retrain_top_k: int | None = None  # None: the hardware's default (1 on CPU, 3 on GPU)
     retrain_seeds: int | None = None  # None: the hardware's default (2 on CPU, 3 on GPU)
+    retrain_epochs: int | None = None  # None: the search's max_epochs
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,10 @@ class Experiment:
     limits: Mapping[str, Limit]  # valid values of the experiment's own keys
     objective: str = "val_acc"
     mode: str = "max"
+    # A smoother validation metric the scheduler and TPE rank trials on, with its mode, where the
+    # objective is too coarse early on (135-way top-1 after 2 epochs is near chance); None: the objective.
+    # Trials are still reported, picked for retraining and judged on the objective.
+    rank_metric: tuple[str, str] | None = None
     budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
     # Data sources `--source` picks from (the first is the default); empty: the option is refused.

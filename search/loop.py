@@ -103,6 +103,37 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config['optimizer']!r}")
 
 
+# Learning-rate schedules, keyed to the run's planned steps (config["epochs"] x batches per epoch),
+# never to how far a scheduler lets a trial go. `lr` is the peak rate in every schedule.
+SCHEDULES = ("constant", "cosine", "onecycle")
+COSINE_WARMUP = 0.05  # cosine: linear warm-up over the first 5% of the steps, then cosine to 0
+ONECYCLE_RISE, ONECYCLE_START, ONECYCLE_END = 0.3, 1 / 25, 1 / 1e4  # PyTorch OneCycleLR's defaults
+
+
+def lr_at(schedule: str, lr: float, step: int, total: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) of `total`. A pure function of the step,
+    so a run resumed from a checkpoint continues the same curve without a scheduler state."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        warmup = max(1, round(COSINE_WARMUP * total))
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    if schedule == "onecycle":
+        t = min(step, total - 1) / max(1, total - 1)  # 0 at the first step, 1 at the last
+        if t < ONECYCLE_RISE:
+            lo, hi, u = lr * ONECYCLE_START, lr, t / ONECYCLE_RISE
+        else:
+            lo, hi, u = lr, lr * ONECYCLE_END, (t - ONECYCLE_RISE) / (1 - ONECYCLE_RISE)
+        return hi + (lo - hi) * 0.5 * (1 + math.cos(math.pi * u))  # cosine from lo (u=0) to hi (u=1)
+    raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
 def train_step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                config: dict, generator: torch.Generator | None, precision: str) -> torch.Tensor:
     """One optimiser step on one stored batch; returns the batch's loss, still on the device (reading
@@ -117,17 +148,25 @@ def train_step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, x
 
 
 def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, data: Split,
-                config: dict, generator: torch.Generator, precision: str) -> float:
-    """One pass over `data` in a random order; returns the mean training loss."""
+                config: dict, generator: torch.Generator, precision: str, epoch: int = 1) -> float:
+    """Epoch `epoch` (1-based): one pass over `data` in a random order, each step at the schedule's
+    learning rate; returns the mean training loss."""
     model.train()
     device = data.x.device
     order = torch.randperm(len(data), generator=generator, device=device)
     batch_size = config["batch_size"]
+    schedule = config.get("schedule", "constant")
+    per_epoch = steps_per_epoch(len(data), batch_size)
+    total_steps, step = per_epoch * config["epochs"], per_epoch * (epoch - 1)
     total = torch.zeros((), device=device)  # summed on the device: no host sync per step
     for start in range(0, len(data), batch_size):
+        if schedule != "constant":  # a Python float: setting it costs no device sync
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(schedule, config["lr"], step, total_steps)
         index = order[start:start + batch_size]
         loss = train_step(task, model, optimizer, data.x[index], data.y[index], config, generator, precision)
         total += loss * index.numel()
+        step += 1
     return total.item() / len(data)
 
 
@@ -239,7 +278,7 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     for epoch in range(first_epoch, config["epochs"] + 1):
         t0 = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
-        row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision)
+        row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision, epoch)
         if val is not None:
             row.update(evaluate(task, model, val, config, precision))
         elapsed += time.perf_counter() - t0

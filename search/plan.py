@@ -43,6 +43,8 @@ class Plan:
     time_budget_min: float | None
     scheduler: str = "asha"  # a name in search/schedulers.py (runs written before it existed used this one)
     val_subset: int | None = None  # validation images per trial (smoke only; None: the whole split)
+    rank_metric: str | None = None  # what the scheduler and TPE rank trials on (None: the objective)
+    rank_mode: str | None = None
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -74,9 +76,10 @@ def local_hardware() -> Hardware:
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
-              seeds: int | None = None, max_failures: int = 2, scheduler: str = "asha") -> Plan:
+              seeds: int | None = None, max_failures: int = 2, scheduler: str = "asha",
+              retrain_epochs: int | None = None, rank_on: str = "smooth") -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
-                        ("--top-k", top_k), ("--seeds", seeds)):
+                        ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs)):
         if value is not None and value < 1:
             raise UserError(f"{name} {value}: give a whole number of at least 1")
     for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial)):
@@ -116,7 +119,11 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1
-    plan.retrain_epochs = plan.max_epochs  # the budget the search compared configurations at
+    # Retraining trains longer than a trial where the budget says so: the verdict needs trained models,
+    # and each schedule stretches to the retrain horizon (it is keyed to config["epochs"]).
+    plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
+    smooth = exp.rank_metric if rank_on == "smooth" else None
+    plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan
 
 

@@ -62,7 +62,8 @@ def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: i
         if key in seen or (baseline is not None and matches(row, baseline)):
             continue
         seen.add(key)
-        config = {c: plain(row[c]) for c in exp.defaults}
+        # a key the experiment gained after the run (e.g. `schedule`) takes its default
+        config = {c: plain(row[c]) if c in row else exp.defaults[c] for c in exp.defaults}
         picked.append((row["trial_id"], config))
         if len(picked) == k:
             break

@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny search: 256 images, 4 trials, 2 epochs")
     p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
+    p.add_argument("--retrain-epochs", type=int, help="epochs of each retrain run (default: the experiment's "
+                   "budget, else --max-epochs); schedules stretch to it")
+    p.add_argument("--rank-on", choices=("smooth", "objective"), default="smooth",
+                   help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
+                   "declares one (default), or the objective")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a crashed trial, each from its last checkpoint (default 2)")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
@@ -235,7 +240,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
                          concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
-                         max_failures=args.max_failures, scheduler=args.scheduler)
+                         max_failures=args.max_failures, scheduler=args.scheduler,
+                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

@@ -31,7 +31,8 @@ class Scheduler:
     changes_config = False  # True: a trial's hyperparameters may change between epochs
     stopped_label = "stopped early"  # legend of the trials it stopped, in every plot
 
-    def build(self, plan: Plan) -> TrialScheduler:
+    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
+        """Ray's scheduler, ranking trials on `metric` (the plan's ranking metric)."""
         raise NotImplementedError
 
     def decision_epochs(self, plan: Any) -> list[int]:
@@ -53,8 +54,13 @@ class Scheduler:
         raise NotImplementedError
 
 
+def _ranked_on(run: Run) -> str:
+    metric = run.plan.rank_metric or run.objective
+    return "the objective" if metric == run.objective else f"{metric} (smoother than {run.objective} early on)"
+
+
 def _correlation_table(run: Run, epochs: list[int]) -> str:
-    table = study_stats.rung_correlation(run, epochs)
+    table = study_stats.rung_correlation(run, epochs, run.plan.rank_metric, run.plan.rank_mode)
     if table.empty:
         return "No epoch below the full budget to judge at, or no trials.\n"
     for kind in ("vs final", "vs next"):
@@ -69,8 +75,8 @@ class Asha(Scheduler):
     summary = "asynchronous successive halving: trials are compared at rungs and the worse ones stopped"
     stopped_label = "stopped by ASHA"
 
-    def build(self, plan: Plan) -> TrialScheduler:
-        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs,
+    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
+        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
 
     def decision_epochs(self, plan) -> list[int]:
@@ -103,12 +109,12 @@ class Asha(Scheduler):
     def report_section(self, run: Run) -> str:
         return "\n".join([
             "## Early stopping: did ASHA's rungs rank trials right?\n",
-            "At each rung ASHA compares trials on the objective at that epoch and stops the worse ones. The rank "
-            "correlation (Spearman) between a trial's value at the rung and its best value after all epochs, over the "
-            "trials that ran all epochs, says whether that early ranking was right: near 1, the grace period was long "
-            "enough; near 0 or below, ASHA was stopping trials on noise (raise the grace period). Few trials run all "
-            "epochs on a small budget, so the value at the next rung, over every trial that reached it, is shown "
-            "too.\n",
+            f"At each rung ASHA compares trials on {_ranked_on(run)} at that epoch and stops the worse "
+            f"ones. The rank correlation (Spearman) between a trial's value at the rung and its best "
+            f"{run.objective} after all epochs, over the trials that ran all epochs, says whether that early "
+            "ranking was right: near 1, the grace period was long enough; near 0 or below, ASHA was stopping "
+            "trials on noise (raise the grace period). Few trials run all epochs on a small budget, so the "
+            "objective at the next rung, over every trial that reached it, is shown too.\n",
             _correlation_table(run, self.decision_epochs(run.plan))])
 
 
@@ -116,7 +122,7 @@ class Fifo(Scheduler):
     name = "fifo"
     summary = "no early stopping: every trial runs until its own end (all epochs, or its patience)"
 
-    def build(self, plan: Plan) -> TrialScheduler:
+    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
         return FIFOScheduler()
 
     def stop_reason(self, epochs: int) -> str:
@@ -130,9 +136,10 @@ class Fifo(Scheduler):
         epochs = Asha().decision_epochs(run.plan)  # where halving would have judged these trials
         return "\n".join([
             "## Early stopping: would early rankings have held?\n",
-            "This search stopped no trial early. The rank correlation (Spearman) between each trial's objective at "
-            "an early epoch and its best value after all epochs says whether an early-stopping scheduler could "
-            "have judged these trials that soon: near 1, yes; near 0, it would have stopped trials on noise.\n",
+            f"This search stopped no trial early. The rank correlation (Spearman) between each trial's "
+            f"{_ranked_on(run)} at an early epoch and its best {run.objective} after all epochs says "
+            "whether an early-stopping scheduler could have judged these trials that soon: near 1, yes; near 0, "
+            "it would have stopped trials on noise.\n",
             _correlation_table(run, epochs)])
 
 

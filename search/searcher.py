@@ -23,8 +23,7 @@ from search.protocol import FINISHED
 
 
 def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
-    """Our space (data) -> Ray Tune domains; OptunaSearch turns them into Optuna distributions
-    and takes metric/mode from TuneConfig (setting them on the searcher too would conflict)."""
+    """Our space (data) -> Ray Tune domains; OptunaSearch turns them into Optuna distributions."""
     out: dict[str, Any] = {}
     for key, dim in space.items():
         if isinstance(dim, Float):
@@ -64,8 +63,8 @@ class HonestOptunaSearch(OptunaSearch):
         return self._ot_study
 
 
-def make_searcher(seed: int, warm_start: list[dict[str, Any]]) -> HonestOptunaSearch:
-    """TPE seeded by `seed`; the warm-start points (the hand-tuned baseline) are evaluated first.
-    The space comes from the Tuner's param_space (see `to_tune`)."""
+def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str) -> HonestOptunaSearch:
+    """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline)
+    are evaluated first. The space comes from the Tuner's param_space (see `to_tune`)."""
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, len(warm_start) + 3))
-    return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None)
+    return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode)

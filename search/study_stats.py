@@ -101,17 +101,21 @@ def importance(run: Run, space: dict[str, Dim]) -> tuple[dict[str, float], str]:
     return {k: float(v) for k, v in values.items()}, note
 
 
-def rung_correlation(run: Run, milestones: list[int]) -> pd.DataFrame:
+def rung_correlation(run: Run, milestones: list[int], ranked_on: str | None = None,
+                     ranked_mode: str | None = None) -> pd.DataFrame:
     """Per rung (an epoch where a scheduler judges trials): trials that reached it, trials stopped
-    there, and two rank correlations of the objective at the rung: with the best value of the trials
-    that ran all epochs (few, on a small budget), and with the value at the next rung (or the last
-    epoch) of the trials that got there."""
+    there, and two rank correlations of the value the scheduler ranked on at the rung (`ranked_on`,
+    default the objective; sign-flipped when its mode differs, so agreement is positive): with the
+    best objective of the trials that ran all epochs (few, on a small budget), and with the objective
+    at the next rung (or the last epoch) of the trials that got there."""
     rows, h, t = [], run.history, run.trials
     if h.empty or t.empty:
         return pd.DataFrame()
+    ranked_on = ranked_on if ranked_on in h else run.objective
+    sign = -1.0 if ranked_on != run.objective and (ranked_mode or run.mode) != run.mode else 1.0
     full = t[(t["status"] == "completed") & t[f"best_{run.objective}"].notna()].set_index("trial_id")
     for i, r in enumerate(milestones):
-        at = h[h["epoch"] == r].set_index("trial_id")[run.objective]
+        at = sign * h[h["epoch"] == r].set_index("trial_id")[ranked_on]
         both = at.index.intersection(full.index)
         nxt = milestones[i + 1] if i + 1 < len(milestones) else run.plan.max_epochs
         later = h[h["epoch"] == nxt].set_index("trial_id")[run.objective]

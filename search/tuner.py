@@ -90,13 +90,17 @@ def save_study(searcher, run_dir: Path) -> None:
 
 def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
               scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list) -> tune.Tuner:
+    # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
+    # declares one); given to each, not to TuneConfig, which would pass the objective to both.
+    metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
     # A scheduler that proposes configs itself (population based) runs without TPE: Ray refuses both.
-    searcher = None if scheduler.proposes_configs else make_searcher(seed, warm_start=[warm_start(base, space)])
+    searcher = None if scheduler.proposes_configs else make_searcher(
+        seed, warm_start=[warm_start(base, space)], metric=metric, mode=mode)
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
-            metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler.build(plan),
+            search_alg=searcher, scheduler=scheduler.build(plan, metric, mode),
             num_samples=plan.trials, max_concurrent_trials=plan.concurrency, reuse_actors=True,
             time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
         ),

@@ -21,7 +21,8 @@ CPU = torch.device("cpu")
 TASK = ShapesTask()
 # fp32: the strictest setting for the equality checks below ("auto" would pick bf16 on some CPUs).
 BASE = {**DEFAULTS, "precision": "fp32", "batch_size": 64, "patience": 0}
-METRICS = ({"epoch", "time_s", "train_loss", "val_loss", "val_acc", "val_f1", "val_pair_acc", "val_rmse", "val_mae"}
+METRICS = ({"epoch", "time_s", "train_loss", "val_loss", "val_rank_loss", "val_acc", "val_f1", "val_pair_acc",
+            "val_rmse", "val_mae"}
            | {f"val_{m}_{k}" for m in ("rmse", "mae") for k in ("squares", "circles", "up", "right", "down", "left")})
 
 
@@ -275,3 +276,63 @@ def test_macro_f1_matches_reference(seed):
     true = torch.randint(0, 20, (200,), generator=g)
     pred = torch.where(torch.rand(200, generator=g) < 0.5, true, torch.randint(0, 25, (200,), generator=g))
     assert macro_f1(pred, true, 135) == pytest.approx(reference_macro_f1(pred.tolist(), true.tolist()))
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+
+def test_schedules_by_hand():
+    from search.loop import lr_at
+
+    assert [lr_at("constant", 0.1, s, 10) for s in (0, 5, 9)] == [0.1, 0.1, 0.1]
+    # cosine: 5% warm-up (1 step of 20), peak at step 1, cosine to ~0 at the end, half way at the middle
+    cos = [lr_at("cosine", 1.0, s, 20) for s in range(20)]
+    assert cos[0] == pytest.approx(1.0) and cos[1] == pytest.approx(1.0)
+    assert cos[1 + 19 // 2] == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 19)))
+    assert all(a >= b for a, b in zip(cos[1:], cos[2:], strict=False)) and cos[-1] < 0.01
+    warm = [lr_at("cosine", 1.0, s, 100) for s in range(6)]  # 5 warm-up steps of 100: 0.2, 0.4, ..., 1
+    assert warm[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    # one-cycle: lr/25 at the first step, the peak 30% in, lr/1e4 at the last
+    one = [lr_at("onecycle", 1.0, s, 11) for s in range(11)]
+    assert one[0] == pytest.approx(1 / 25) and one[3] == pytest.approx(1.0) and one[-1] == pytest.approx(1e-4)
+    assert one[0] < one[1] < one[2] < one[3] > one[4] > one[10]
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_at("step", 1.0, 0, 10)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_the_optimiser_steps_at_the_schedules_rate_and_a_resume_continues_the_curve(stub_data, schedule):
+    """Every optimiser step of a 3-epoch run uses lr_at(step) of the whole planned run (4 steps an
+    epoch here); a run resumed from the epoch-1 checkpoint continues the same curve, step for step."""
+    from search.loop import lr_at
+
+    config = {**STUB_CONFIG, "epochs": 3, "patience": 0, "schedule": schedule, "lr": 0.05}
+    seen: list[float] = []
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    saved = {}
+
+    def on_epoch(row, checkpoint, *_):
+        if row["epoch"] == 1:
+            saved["state"] = checkpoint()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", recording_step)
+        full = fit(ScriptedTask([0.1] * 3), config, *stub_data, device=CPU, on_epoch=on_epoch)
+        full_lrs, seen[:] = list(seen), []
+        resumed = fit(ScriptedTask([0.1] * 3), config, *stub_data, device=CPU, state=saved["state"])
+    assert full_lrs == pytest.approx([lr_at(schedule, 0.05, s, 12) for s in range(12)])
+    assert seen == pytest.approx(full_lrs[4:])  # epochs 2 and 3: steps 4..11 of the same curve
+    assert same_params(resumed.model, full.model)
+
+
+def test_constant_schedule_leaves_the_optimisers_lr_alone(stub_data):
+    """The hand-tuned baselines run exactly as the seeds ran them: no per-step lr is set at all."""
+    with_key = fit(ScriptedTask([0.1] * 2), {**STUB_CONFIG, "epochs": 2, "schedule": "constant"}, *stub_data,
+                   device=CPU)
+    without = fit(ScriptedTask([0.1] * 2), {**STUB_CONFIG, "epochs": 2}, *stub_data, device=CPU)
+    assert same_params(with_key.model, without.model)

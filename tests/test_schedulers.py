@@ -32,10 +32,10 @@ def test_registry_names_and_unknown_name():
 
 
 def test_each_builds_rays_scheduler_from_the_plan():
-    asha = schedulers.get("asha").build(plan())
+    asha = schedulers.get("asha").build(plan(), "val_acc", "max")
     assert isinstance(asha, ASHAScheduler)
     assert asha._max_t == 6 and asha._reduction_factor == 2
-    assert isinstance(schedulers.get("fifo").build(plan()), FIFOScheduler)
+    assert isinstance(schedulers.get("fifo").build(plan(), "val_acc", "max"), FIFOScheduler)
     assert not schedulers.get("asha").proposes_configs and not schedulers.get("fifo").proposes_configs
 
 

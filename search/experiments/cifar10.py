@@ -34,6 +34,7 @@ DEFAULTS = {
     "dropout": 0.55, "p_hflip": 0.0, "p_translate": 0.0,
     "optimizer": "sgd", "lr": 0.01, "momentum": 0.85, "weight_decay": 0.0, "batch_size": 32,
     "epochs": 20, "patience": 5, "seed": 1, "precision": "auto",
+    "schedule": "constant",  # the seed's own runs: a constant learning rate
 }
 
 SPACE = {

@@ -118,6 +118,7 @@ DEFAULTS = {
     "arch": "direct_digits", "dropout": 0.0, "aux_weight": 1.0,
     "optimizer": "adam", "lr": 3e-4, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 100,
     "epochs": 100, "patience": 20, "seed": 1, "precision": "auto",
+    "schedule": "constant",  # the seed's own runs: a constant learning rate
 }
 
 SPACE = {

@@ -105,6 +105,7 @@ DEFAULTS = {
     "width": 64, "dropout": 0.0, "p_hflip": 0.0,
     "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 25,
     "epochs": 20, "patience": 5, "seed": 1, "precision": "auto",
+    "schedule": "constant",  # the seed's own runs: a constant learning rate
 }
 
 SPACE = {
