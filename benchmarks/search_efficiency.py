@@ -1,18 +1,24 @@
-"""Search efficiency: Optuna TPE + ASHA against random search without early stopping, per epoch spent.
+"""Search efficiency: the default CPU strategy against random search and a plain Optuna study, per epoch spent.
 
     python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs 6]
         [--budget-epochs 60] [--seeds 2] [--concurrency 2] [--grace 2] [--no-warm-start] [--out DIR]
 
-The claim under test: at the same total epoch budget, TPE + ASHA reaches a given best validation
-top-1 with at least 2x fewer epochs than random search without early stopping (shapes).
+The claim under test (#13): at the same total epoch budget, the default CPU strategy reaches random
+search's final best validation top-1 with at most half the epochs, and ends higher, in the mean
+over seeds (shapes).
 
-Both methods run through the project's pieces (`to_tune`, `run_trial`, `HonestOptunaSearch`,
-`warm_start`), one Tuner per method and seed, the same data, space, trial seed and baseline warm
-start (the baseline is the first trial of both and its epochs count against both budgets):
-  tpe+asha  `make_searcher(seed)` (TPE) and ASHA on epochs (grace --grace, reduction factor 2),
-            as `search.tuner.new_tuner` builds them; patience as the experiment's default.
+The Ray methods run through the project's pieces (`to_tune`, `run_trial`, `HonestOptunaSearch`,
+`warm_start`, the scheduler registry), one Tuner per method and seed, the same data, space, trial
+seed and (unless --no-warm-start) baseline warm start:
+  default   what `python -m search.run shapes` does on a CPU: TPE (`make_searcher`) and ASHA (the
+            registry's, grace --grace, reduction factor --reduction-factor), both ranking on the
+            experiment's smooth metric (val_rank_loss), as `search.tuner.new_tuner` builds them;
+            patience as the experiment's default.
   random    `HonestOptunaSearch` with Optuna's RandomSampler(seed), FIFO scheduler and patience 0:
             no early stopping of any kind, every trial trains --max-epochs epochs.
+  optuna    what a user would write instead: one in-process Optuna study, TPESampler(seed) and
+            Optuna's default MedianPruner on the per-epoch val top-1, trials one after another on
+            all --concurrency threads, `search.loop.fit` as the training.
 
 Budget accounting: one reported result is one epoch of one trial. A Ray Tune Stopper sees every
 result in the order the driver receives it, records it, and stops the whole search once
@@ -41,7 +47,7 @@ from search.experiment import DataOptions
 from search.experiments import shapes
 from search.loop import Split
 
-METHODS = ("random", "tpe+asha")
+METHODS = ("random", "default", "optuna")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warm-start", action="store_true",
                    help="both methods start from their own samples, not from the baseline (which can dominate "
                         "a small budget)")
+    p.add_argument("--full-space", action="store_true", help="every method searches the whole space, not the "
+                   "keys the experiment's CPU budget searches")
     p.add_argument("--out", type=Path, help="folder for curves.csv and summary.csv (default: a new temp dir)")
     return p
 
@@ -112,26 +120,41 @@ def first_reach(curve: list[float], target: float) -> int | None:
 
 
 def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, args, storage: Path) -> dict[str, Any]:
+    if method == "optuna":
+        return run_optuna(seed, exp, train, val, space, args)
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
+    from search import schedulers
     from search.experiment import warm_start
+    from search.plan import Hardware, make_plan
     from search.searcher import HonestOptunaSearch, make_searcher, to_tune
     from search.trial import run_trial
 
     base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
     warm = [] if args.no_warm_start else [warm_start(base, space)]
     grace = min(args.grace, args.max_epochs)
-    if method == "tpe+asha":
-        searcher = make_searcher(seed, warm_start=warm)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs, grace_period=grace,
-                                  reduction_factor=args.reduction_factor)
+    metric, mode = exp.objective, exp.mode
+    if method == "default":
+        plan = make_plan(exp, Hardware(cpus=args.concurrency, gpus=0), trials=1, max_epochs=args.max_epochs,
+                         time_budget_min=None, concurrency=args.concurrency, cpus_per_trial=1, gpus_per_trial=0,
+                         smoke=False)
+        plan.grace_epochs, plan.reduction_factor = grace, args.reduction_factor
+        metric, mode = plan.rank_metric, plan.rank_mode
         # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
         num_samples = 2 * math.ceil(args.budget_epochs / grace) + args.concurrency
+        from search.tuner import warm_points
+
+        warm = warm_points(exp, base, space) if warm else []  # the baseline and its variants, as search.run
+        # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
+        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode,
+                                 trials=2 * math.ceil(args.budget_epochs / args.max_epochs))
+        scheduler = schedulers.of_plan(plan).build(plan, metric, mode)
     else:
         base["patience"] = 0
-        searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm or None)
+        searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm or None,
+                                      metric=metric, mode=mode)
         scheduler = FIFOScheduler()
         num_samples = math.ceil(args.budget_epochs / args.max_epochs)
     exp.check(base)
@@ -141,7 +164,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     tuner = tune.Tuner(
         trainable,
         param_space=to_tune(space),
-        tune_config=tune.TuneConfig(metric=exp.objective, mode=exp.mode, search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=num_samples, max_concurrent_trials=args.concurrency,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=f"{method.replace('+', '-')}-seed{seed}", storage_path=str(storage),
@@ -168,6 +191,67 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     return {"method": method, "seed": seed, "events": events, "curve": curve, "wall_s": wall,
             "trials": len(grid), "failed": grid.num_errors, "reported": len(events), "counted": len(counted),
             "full": sum(n >= args.max_epochs for n in epochs_per_trial.values()), "num_samples": num_samples,
+            "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1])}
+
+
+def suggest(trial, key: str, dim) -> Any:
+    from search.experiment import Choice, Float
+
+    if isinstance(dim, Choice):
+        return trial.suggest_categorical(key, list(dim.options))
+    if isinstance(dim, Float):
+        return trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+    return trial.suggest_int(key, dim.low, dim.high, log=dim.log)
+
+
+def run_optuna(seed: int, exp, train: Split, val: Split, space: dict, args) -> dict[str, Any]:
+    """A plain Optuna study in this process, as its tutorial shows: suggest, train, report each epoch,
+    prune when the pruner says so. Epochs are counted like the Ray methods' (one per reported epoch)."""
+    import optuna
+    import torch
+
+    from search.experiment import warm_start
+    from search.loop import fit
+
+    events: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
+    study = optuna.create_study(direction="maximize" if exp.mode == "max" else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
+    if not args.no_warm_start:
+        study.enqueue_trial(warm_start(base, space))
+
+    def objective(trial: optuna.Trial) -> float:
+        config = {**base, **{k: suggest(trial, k, d) for k, d in space.items()}}
+
+        def on_epoch(row, _checkpoint, _last):
+            events.append({"trial_id": str(trial.number), "trial_epoch": int(row["epoch"]),
+                           "value": float(row[exp.objective]), "wall_s": time.monotonic() - t0})
+            trial.report(row[exp.objective], int(row["epoch"]))
+            if len(events) >= args.budget_epochs:
+                study.stop()
+                raise optuna.TrialPruned("epoch budget spent")
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        result = fit(exp.task, config, train, val, device=torch.device("cpu"), objective=(exp.objective, exp.mode),
+                     on_epoch=on_epoch)
+        return result.best[exp.objective]
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.concurrency)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study.optimize(objective, n_trials=args.budget_epochs, catch=(RuntimeError,))
+    finally:
+        torch.set_num_threads(previous)
+    counted = events[:args.budget_epochs]
+    curve = best_so_far([e["value"] for e in counted])
+    states = [t.state for t in study.trials]
+    full = sum(1 for t in study.trials if len(t.intermediate_values) >= args.max_epochs)
+    return {"method": "optuna", "seed": seed, "events": events, "curve": curve, "wall_s": time.monotonic() - t0,
+            "trials": len(study.trials), "failed": states.count(optuna.trial.TrialState.FAIL),
+            "reported": len(events), "counted": len(counted), "full": full, "num_samples": len(study.trials),
             "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1])}
 
 
@@ -223,6 +307,8 @@ def main(argv: list[str]) -> int:
     from search.tuner import quiet
 
     space = searched_space(exp, {})
+    if not args.full_space and exp.budget_cpu.searched:  # the space the CPU budget searches, for every method
+        space = {k: d for k, d in space.items() if k in exp.budget_cpu.searched}
     out = args.out.expanduser().resolve() if args.out else Path(tempfile.mkdtemp(prefix="search_efficiency-"))
     quiet()
     import ray
@@ -234,9 +320,11 @@ def main(argv: list[str]) -> int:
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
-    print(f"tpe+asha: TPE (make_searcher, {start}) + ASHA grace {min(args.grace, args.max_epochs)}, "
-          f"reduction factor {args.reduction_factor}, max_t {args.max_epochs}, "
-          f"patience {exp.defaults['patience']}")
+    print(f"default: TPE (make_searcher, {start}) + ASHA grace {min(args.grace, args.max_epochs)}, "
+          f"reduction factor {args.reduction_factor}, max_t {args.max_epochs}, both ranking on "
+          f"{exp.rank_metric[0] if exp.rank_metric else exp.objective}; patience {exp.defaults['patience']}")
+    print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
+          f"{args.concurrency} threads, one trial at a time")
     print(f"random: RandomSampler ({start}) + FIFO, patience 0: "
           f"{math.ceil(args.budget_epochs / args.max_epochs)} trials of {args.max_epochs} epochs")
     print(f"objective: {exp.objective} (top-1); searched: {', '.join(space)}")
@@ -266,29 +354,29 @@ def main(argv: list[str]) -> int:
     by = {(r["method"], r["seed"]): r for r in runs}
     rows = []
     for seed in range(args.seeds):
-        rnd, tpe = by["random", seed], by["tpe+asha", seed]
+        rnd = by["random", seed]
         target = rnd["best"]
-        reach = first_reach(tpe["curve"], target) if math.isfinite(target) else None
-        rows.append({
-            "seed": seed, "random_best": target, "tpe_asha_best": tpe["best"],
-            "random_epochs": rnd["counted"], "random_epochs_to_own_best": rnd["epochs_to_own_best"],
-            "tpe_asha_epochs_to_random_best": reach,
-            "ratio_budget": rnd["counted"] / reach if reach else None,
-            "ratio_own": rnd["epochs_to_own_best"] / reach if reach and rnd["epochs_to_own_best"] else None,
-            "random_wall_s": round(rnd["wall_s"], 1), "tpe_asha_wall_s": round(tpe["wall_s"], 1),
-        })
+        row = {"seed": seed, "random_best": target, "random_epochs": rnd["counted"],
+               "random_epochs_to_own_best": rnd["epochs_to_own_best"], "random_wall_s": round(rnd["wall_s"], 1)}
+        for method in METHODS[1:]:
+            r = by[method, seed]
+            reach = first_reach(r["curve"], target) if math.isfinite(target) else None
+            row.update({f"{method}_best": r["best"], f"{method}_epochs_to_random_best": reach,
+                        f"{method}_ratio_budget": rnd["counted"] / reach if reach else None,
+                        f"{method}_wall_s": round(r["wall_s"], 1)})
+        rows.append(row)
 
     def ratio(v: float | None) -> str:
         return f"{v:.2f}x" if v else "-"
 
     print()
-    print("best val top-1 within the budget, and the epochs tpe+asha needed to first reach random's best")
-    head = ("seed", "random best", "tpe+asha best", "tpe+asha epochs to it", "budget/that", "random's own/that")
+    print("best val top-1 within the budget, and the epochs each method needed to first reach random's best")
+    head = ("seed", "random best", *[f"{m} {what}" for m in METHODS[1:] for what in ("best", "epochs to it")])
     print("  ".join(f"{h:>{max(len(h), 6)}}" for h in head))
     for row in rows:
-        cells = (str(row["seed"]), fmt_acc(row["random_best"]), fmt_acc(row["tpe_asha_best"]),
-                 fmt_epochs(row["tpe_asha_epochs_to_random_best"]), ratio(row["ratio_budget"]),
-                 ratio(row["ratio_own"]))
+        cells = (str(row["seed"]), fmt_acc(row["random_best"]),
+                 *[c for m in METHODS[1:] for c in (fmt_acc(row[f"{m}_best"]),
+                                                      fmt_epochs(row[f"{m}_epochs_to_random_best"]))])
         print("  ".join(f"{c:>{max(len(h), 6)}}" for c, h in zip(cells, head, strict=True)))
 
     # ------------------------------------------------------------ over seeds
@@ -298,16 +386,17 @@ def main(argv: list[str]) -> int:
             return "-"
         return f"{statistics.mean(values):.4f}" + (f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
-    reached = [row["ratio_budget"] for row in rows if row["ratio_budget"]]
     print()
     print(f"over {args.seeds} seed{'s' if args.seeds > 1 else ''} (mean +- sd):")
-    print(f"  best val top-1: random {mean_sd([by['random', s]['best'] for s in range(args.seeds)])}, "
-          f"tpe+asha {mean_sd([by['tpe+asha', s]['best'] for s in range(args.seeds)])}")
-    print(f"  tpe+asha reached random's best in {len(reached)}/{args.seeds} seeds"
-          + (f"; budget/epochs-to-it: median {statistics.median(reached):.2f}x, "
-             f"min {min(reached):.2f}x" if reached else ""))
-    print(f"  claim (>= 2x on a seed: reached within budget/2 = {args.budget_epochs // 2} epochs): "
-          f"{sum(r >= 2 for r in reached)}/{args.seeds} seeds")
+    print("  best val top-1: " + ", ".join(
+        f"{m} {mean_sd([by[m, s]['best'] for s in range(args.seeds)])}" for m in METHODS))
+    for method in METHODS[1:]:
+        reached = [row[f"{method}_ratio_budget"] for row in rows if row[f"{method}_ratio_budget"]]
+        print(f"  {method} reached random's best in {len(reached)}/{args.seeds} seeds"
+              + (f"; budget/epochs-to-it: median {statistics.median(reached):.2f}x, min {min(reached):.2f}x"
+                 if reached else "")
+              + f"; within half the budget ({args.budget_epochs // 2} epochs): {sum(r >= 2 for r in reached)}"
+              f"/{args.seeds}")
     marks = sorted({args.max_epochs, *(round(args.budget_epochs * f) for f in (0.25, 0.5, 0.75, 1.0))})
     marks = [m for m in marks if 1 <= m <= args.budget_epochs]
     print("  mean best-so-far at epochs " + ", ".join(map(str, marks)) + ":")

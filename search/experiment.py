@@ -164,6 +164,9 @@ class Budget:
     retrain_top_k: int | None = None  # None: the hardware's default (1 on CPU, 3 on GPU)
     retrain_seeds: int | None = None  # None: the hardware's default (2 on CPU, 3 on GPU)
     retrain_epochs: int | None = None  # None: the search's max_epochs
+    # The keys searched at this budget (None: the whole space); the others stay at the baseline. A
+    # small budget cannot fit a wide space: 16 trials over 15 dimensions are mostly random draws.
+    searched: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,10 @@ class Experiment:
     rank_metric: tuple[str, str] | None = None
     budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
+    # Changes to the baseline the search evaluates right after it, before TPE's own proposals (the
+    # next guesses of a person, e.g. the seed's config under each lr schedule); keys outside the
+    # searched space are ignored, and a variant that changes nothing searched is dropped.
+    warm_variants: tuple[Mapping[str, Any], ...] = ()
     # Data sources `--source` picks from (the first is the default); empty: the option is refused.
     sources: tuple[str, ...] = ()
     # Keys pinned together with another key's value (e.g. lambda_cnt only matters for multitask).

@@ -45,6 +45,7 @@ class Plan:
     val_subset: int | None = None  # validation images per trial (smoke only; None: the whole split)
     rank_metric: str | None = None  # what the scheduler and TPE rank trials on (None: the objective)
     rank_mode: str | None = None
+    searched: list[str] | None = None  # keys this budget searches (None: every key of the space)
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -77,7 +78,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
               seeds: int | None = None, max_failures: int = 2, scheduler: str = "asha",
-              retrain_epochs: int | None = None, rank_on: str = "smooth") -> Plan:
+              retrain_epochs: int | None = None, rank_on: str = "smooth", full_space: bool = False) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs)):
         if value is not None and value < 1:
@@ -122,6 +123,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     # Retraining trains longer than a trial where the budget says so: the verdict needs trained models,
     # and each schedule stretches to the retrain horizon (it is keyed to config["epochs"]).
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
+    plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     smooth = exp.rank_metric if rank_on == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan

@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-on", choices=("smooth", "objective"), default="smooth",
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
                    "declares one (default), or the objective")
+    p.add_argument("--full-space", action="store_true",
+                   help="search every parameter, not only those the hardware's budget searches (see --list)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a crashed trial, each from its last checkpoint (default 2)")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
@@ -241,7 +243,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
                          concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
                          max_failures=args.max_failures, scheduler=args.scheduler,
-                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on)
+                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

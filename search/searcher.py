@@ -63,8 +63,11 @@ class HonestOptunaSearch(OptunaSearch):
         return self._ot_study
 
 
-def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str) -> HonestOptunaSearch:
-    """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline)
-    are evaluated first. The space comes from the Tuner's param_space (see `to_tune`)."""
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, len(warm_start) + 3))
+def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str,
+                  trials: int = 16) -> HonestOptunaSearch:
+    """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline and
+    its variants) are evaluated first, then random draws (a fifth of the trials, at least 3), then TPE.
+    The space comes from the Tuner's param_space (see `to_tune`)."""
+    startup = len(warm_start) + max(3, trials // 5)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode)

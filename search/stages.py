@@ -95,6 +95,11 @@ def cut_to_plan(data: Data, plan: Plan) -> Data:
 # ----------------------------------------------------------------------------- prepare
 
 
+def budget_space(space: dict[str, Dim], plan: Plan) -> dict[str, Dim]:
+    """The part of the (unpinned) space this plan's budget searches; the rest stays at the baseline."""
+    return {k: d for k, d in space.items() if plan.searched is None or k in plan.searched}
+
+
 def prepare(request: Request, hw: Hardware) -> RunContext:
     """The plan (the interrupted run's own on --resume), the data cut to it, run.json, the plan printed."""
     exp, run_dir = request.exp, request.run_dir
@@ -105,6 +110,10 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     if previous is not None and previous.base_config != base:
         raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
                         "resume it with the version that started it")
+    space = budget_space(request.space, plan)
+    if not space:
+        raise UserError("every parameter this budget searches is pinned by --set: nothing left to search; "
+                        "add --full-space")
     scheduler = schedulers.of_plan(plan)
     batch = base["batch_size"]
     ips = images_per_second(exp.task, base, data.train.x[:batch], data.train.y[:batch], plan.cpus_per_trial,
@@ -114,7 +123,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
                                          scheduler.search_epochs(plan))
     record = previous or RunRecord(
         experiment=exp.name, name=request.name, plan=plan, objective=exp.objective, mode=exp.mode,
-        searched=list(request.space), space={k: d.describe() for k, d in request.space.items()}, base_config=base,
+        searched=list(space), space={k: d.describe() for k, d in space.items()}, base_config=base,
         pinned=request.pinned, argv=request.argv, command="python -m search.run " + shlex.join(request.argv),
         options=request.options, data=data.info, versions=versions(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
         hardware={"cpus": hw.cpus, "gpus": hw.gpus, "nodes": hw.nodes, "machine": platform.machine(),
@@ -122,7 +131,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         record.write(run_dir)
-    ctx = RunContext(exp, run_dir, record, data, request.space, request.storage, request.resume)
+    ctx = RunContext(exp, run_dir, record, data, space, request.storage, request.resume)
     print_plan(ctx, hw, ips, request.retrain)
     return ctx
 

@@ -88,6 +88,17 @@ def save_study(searcher, run_dir: Path) -> None:
         write_csv(run_dir / "optuna_trials.csv", frame)
 
 
+def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim]) -> list[dict[str, Any]]:
+    """The baseline first, then the experiment's variants of it that change something searched."""
+    points = [warm_start(base, space)]
+    for variant in exp.warm_variants:
+        changes = {k: v for k, v in variant.items() if k in space}
+        point = warm_start({**base, **changes}, space)
+        if changes and point not in points:
+            points.append(point)
+    return points
+
+
 def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
               scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list) -> tune.Tuner:
     # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
@@ -95,7 +106,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
     # A scheduler that proposes configs itself (population based) runs without TPE: Ray refuses both.
     searcher = None if scheduler.proposes_configs else make_searcher(
-        seed, warm_start=[warm_start(base, space)], metric=metric, mode=mode)
+        seed, warm_start=warm_points(exp, base, space), metric=metric, mode=mode, trials=plan.trials)
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),

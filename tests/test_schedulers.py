@@ -84,3 +84,61 @@ def test_an_unknown_scheduler_on_the_command_line_is_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--scheduler" in err and "asha" in err
+
+
+@pytest.mark.parametrize("rank_on, metric, mode", [("smooth", "val_rank_loss", "min"), ("objective", "val_acc", "max")])
+def test_scheduler_and_tpe_rank_on_the_plans_metric(tmp_path, rank_on, metric, mode):
+    """Shapes declares a smoother ranking metric: ASHA and TPE both get it (and nothing else does:
+    TuneConfig has no metric, so it cannot pass the objective to either); --rank-on objective undoes it."""
+    from search.tuner import new_tuner
+
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=4, max_epochs=2, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=True, rank_on=rank_on)
+    assert (p.rank_metric, p.rank_mode) == (metric, mode)
+    space = run.searched_space(shapes.EXPERIMENT, {})
+    tuner = new_tuner(shapes.EXPERIMENT, lambda config: None, {**shapes.DEFAULTS, "epochs": 2, "seed": 0}, space,
+                      p, schedulers.of_plan(p), 0, "x", str(tmp_path), [])
+    config = tuner._local_tuner._tune_config
+    assert config.metric is None and config.mode is None
+    assert (config.scheduler._metric, config.scheduler._mode) == (metric, mode)
+    assert (config.search_alg._metric, config.search_alg._mode) == (metric, mode)
+
+
+def test_rank_loss_ignores_lambda_and_follows_the_trained_head():
+    """val_rank_loss compares configs with other loss weights: the class NLL (cls, multitask) or the
+    counting loss (cnt), never weighted by lambda_cnt."""
+    import torch
+
+    task = shapes.EXPERIMENT.task
+    counts = torch.tensor([[3, 7, 0, 0, 0, 0], [0, 0, 5, 5, 0, 0]])
+    log_probs = torch.log_softmax(torch.randn(2, 135, generator=torch.Generator().manual_seed(0)), dim=1)
+    outputs = (log_probs, counts.float() + 0.5)
+    multi = task.metrics(outputs, counts, {**shapes.DEFAULTS, "lambda_cnt": 1.0})["rank_loss"]
+    assert task.metrics(outputs, counts, {**shapes.DEFAULTS, "lambda_cnt": 30.0})["rank_loss"] == multi
+    cls = task.metrics(outputs, counts, {**shapes.DEFAULTS, "setting": "cls"})["rank_loss"]
+    cnt = task.metrics(outputs, counts, {**shapes.DEFAULTS, "setting": "cnt"})["rank_loss"]
+    assert cls == pytest.approx(multi) and cnt == pytest.approx(0.125)  # smooth L1 of 0.5 everywhere
+
+
+def test_the_cpu_budget_searches_its_keys_and_the_warm_start_tries_the_schedules_first():
+    """Shapes on a CPU: 16 trials search five keys (the rest stay at the baseline), and the baseline is
+    followed by its one-cycle and cosine variants before TPE proposes anything."""
+    from search.stages import budget_space
+    from search.tuner import warm_points
+
+    exp = shapes.EXPERIMENT
+    full = run.searched_space(exp, {})
+    cpu = budget_space(full, plan())
+    assert list(cpu) == [k for k in full if k in ("lr", "schedule", "dropout", "weight_decay", "lambda_cnt")]
+    gpu = make_plan(exp, Hardware(cpus=16, gpus=1), trials=None, max_epochs=None, time_budget_min=None,
+                    concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
+    assert budget_space(full, gpu) == full  # a GPU's 60 trials search everything
+    wide = make_plan(exp, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
+                     concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, full_space=True)
+    assert budget_space(full, wide) == full
+    base = {**exp.defaults, "epochs": 6, "seed": 0}
+    points = warm_points(exp, base, cpu)
+    assert [p["schedule"] for p in points] == ["constant", "onecycle", "cosine"]
+    assert all(p["lr"] == base["lr"] and p["dropout"] == base["dropout"] for p in points)
+    no_schedule = {k: d for k, d in cpu.items() if k != "schedule"}  # e.g. --set schedule=onecycle
+    assert len(warm_points(exp, base, no_schedule)) == 1  # variants that change nothing searched are dropped
