@@ -167,6 +167,8 @@ class Budget:
     # The keys searched at this budget (None: the whole space); the others stay at the baseline. A
     # small budget cannot fit a wide space: 16 trials over 15 dimensions are mostly random draws.
     searched: tuple[str, ...] | None = None
+    scheduler: str = "asha"  # the trial scheduler at this budget (search/schedulers.py), unless --scheduler
+    why: str = ""  # why this budget's scheduler and space: printed with the plan
 
 
 @dataclass(frozen=True)

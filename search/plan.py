@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from search.config import UserError
-from search.experiment import Experiment
+from search.experiment import Budget, Experiment
 
 SMOKE_SUBSET = 256  # training images of a --smoke search
 CPU_SEARCH_SUBSET = 4000  # training images per search trial on a CPU-only machine: halves epoch time
@@ -53,6 +53,7 @@ class Plan:
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     grow_tail: bool = False  # the last trials take the CPUs idle slots leave (search/tail_resources.py)
     estimate_min: float | None = None
+    why: str = ""  # the budget's reason for its scheduler and space (printed with the plan)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +78,7 @@ def local_hardware() -> Hardware:
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
-              seeds: int | None = None, max_failures: int = 2, scheduler: str = "asha",
+              seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
               retrain_epochs: int | None = None, rank_on: str = "smooth", full_space: bool = False) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs)):
@@ -112,7 +113,9 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         concurrency=min(concurrency or slots, slots),
         cpus_per_trial=cpt, gpus_per_trial=gpt,
         subset=SMOKE_SUBSET if smoke else (None if hw.gpus else CPU_SEARCH_SUBSET),
-        time_budget_min=time_budget_min, scheduler=scheduler, val_subset=SMOKE_SUBSET if smoke else None,
+        # a smoke run exercises the machinery, early stopping included: the registry's default scheduler
+        time_budget_min=time_budget_min, scheduler=scheduler or (Budget.scheduler if smoke else budget.scheduler),
+        val_subset=SMOKE_SUBSET if smoke else None,
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
@@ -123,6 +126,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     # Retraining trains longer than a trial where the budget says so: the verdict needs trained models,
     # and each schedule stretches to the retrain horizon (it is keyed to config["epochs"]).
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
+    plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     smooth = exp.rank_metric if rank_on == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)

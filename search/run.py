@@ -55,9 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="number of trials (default: sized to the hardware)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting trials after this long")
-    p.add_argument("--scheduler", default=schedulers.DEFAULT, choices=schedulers.names(),
+    p.add_argument("--scheduler", choices=schedulers.names(),
                    help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
-                   f" (default {schedulers.DEFAULT})")
+                   " (default: the experiment's budget for the hardware found, see the plan line)")
     p.add_argument("--concurrency", type=int, help="trials at once (default: as many as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, fractions allowed (default 0.5)")

@@ -144,6 +144,8 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " each")
     say(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, {schedulers.of_plan(plan).describe(plan)}"
         + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
+    if plan.why:
+        say(f"why: {plan.why}")
     if retrain:
         say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
             f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "

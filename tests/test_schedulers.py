@@ -40,10 +40,20 @@ def test_each_builds_rays_scheduler_from_the_plan():
 
 
 def test_a_plan_names_its_scheduler_and_old_plans_meant_asha():
-    assert plan().scheduler == "asha"
-    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
-                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, scheduler="fifo")
-    assert schedulers.of_plan(p).name == "fifo"
+    """The budget picks the scheduler (shapes on a CPU: no early stopping, with its reason); --scheduler
+    overrides it; a smoke run keeps the registry's default, early stopping included."""
+    assert plan().scheduler == "fifo" and "Spearman" in plan().why
+
+    def planned(**kw):
+        return make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
+                         concurrency=None, cpus_per_trial=None, gpus_per_trial=None, **kw)
+
+    chosen = planned(smoke=False, scheduler="asha")
+    assert chosen.scheduler == "asha" and chosen.why == ""
+    assert planned(smoke=True).scheduler == schedulers.DEFAULT == "asha"
+    gpu = make_plan(shapes.EXPERIMENT, Hardware(cpus=16, gpus=1), trials=None, max_epochs=None, time_budget_min=None,
+                    concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
+    assert gpu.scheduler == "asha"
     old = {k: v for k, v in plan().as_dict().items() if k != "scheduler"}  # run.json before the registry
     assert schedulers.of_plan(old).name == "asha" and Plan.from_dict(old).scheduler == "asha"
 
