@@ -36,8 +36,10 @@ def finished_run(tmp_path_factory):
     mp.setenv(FAULT_ENV, "nan@2:optimizer=sgd")
     mp.setenv(FAULT_LOG_ENV, str(results / "faults.log"))
     try:
+        # schedule pinned: no schedule variants of the warm start (tests/test_schedulers.py has those), so
+        # every trial after the first is TPE's own draw
         code = search(results, "t", "--trials", "8", "--max-epochs", "3", "--concurrency", "1",
-                      "--set", "hidden=0", "--seed", "0")
+                      "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0")
     finally:
         mp.undo()
     run_dir = results / "shapes" / "t"
@@ -73,7 +75,7 @@ def test_best_config_and_run_json(finished_run):
     assert best["val_acc"] == pytest.approx(ok["best_val_acc"].max())
     assert best["config"]["hidden"] == 0 and set(best["config"]) == set(shapes_exp.DEFAULTS)
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["pinned"] == {"hidden": 0} and "hidden" not in info["searched"]
+    assert info["pinned"] == {"hidden": 0, "schedule": "constant"} and "hidden" not in info["searched"]
     assert {"torch", "ray", "optuna", "git_commit"} <= set(info["versions"])
     assert info["plan"]["trials"] == 8 and info["plan"]["max_epochs"] == 3
     assert (run_dir / "tune").is_dir()
@@ -112,7 +114,7 @@ def test_same_seed_same_trials(finished_run, tmp_path):
     """Concurrency 1: the seeded sampler proposes the same configs in the same order."""
     _, _, trials, _ = finished_run
     assert search(tmp_path, "again", "--trials", "3", "--max-epochs", "1", "--concurrency", "1",
-                  "--set", "hidden=0", "--seed", "0") == 0
+                  "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0") == 0
     again = pd.read_csv(tmp_path / "shapes" / "again" / "trials.csv")
     keys = list(shapes_exp.SPACE)
     assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
