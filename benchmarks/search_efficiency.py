@@ -10,10 +10,11 @@ over seeds (shapes).
 The Ray methods run through the project's pieces (`to_tune`, `run_trial`, `HonestOptunaSearch`,
 `warm_start`, the scheduler registry), one Tuner per method and seed, the same data, space, trial
 seed and (unless --no-warm-start) baseline warm start:
-  default   what `python -m search.run shapes` does on a CPU: TPE (`make_searcher`) and ASHA (the
-            registry's, grace --grace, reduction factor --reduction-factor), both ranking on the
-            experiment's smooth metric (val_rank_loss), as `search.tuner.new_tuner` builds them;
-            patience as the experiment's default.
+  default   what `python -m search.run shapes` does on a CPU: TPE (`make_searcher`) and the CPU
+            budget's scheduler from the registry (no early stopping for shapes; with ASHA, grace
+            --grace and reduction factor --reduction-factor), both ranking on the experiment's
+            smooth metric (val_rank_loss), as `search.tuner.new_tuner` builds them; the budget's
+            space and the warm variants; patience as the experiment's default.
   random    `HonestOptunaSearch` with Optuna's RandomSampler(seed), FIFO scheduler and patience 0:
             no early stopping of any kind, every trial trains --max-epochs epochs.
   optuna    what a user would write instead: one in-process Optuna study, TPESampler(seed) and
@@ -320,8 +321,10 @@ def main(argv: list[str]) -> int:
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
-    print(f"default: TPE (make_searcher, {start}) + ASHA grace {min(args.grace, args.max_epochs)}, "
-          f"reduction factor {args.reduction_factor}, max_t {args.max_epochs}, both ranking on "
+    scheduler = exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
+    print(f"default: TPE (make_searcher, {start}) + the CPU budget's scheduler, {scheduler}"
+          + (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
+             if scheduler == "asha" else "") + f", max_t {args.max_epochs}, both ranking on "
           f"{exp.rank_metric[0] if exp.rank_metric else exp.objective}; patience {exp.defaults['patience']}")
     print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
           f"{args.concurrency} threads, one trial at a time")
