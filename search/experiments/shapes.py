@@ -90,7 +90,7 @@ EXPERIMENT = Experiment(
                       why="16 full trials of 5 keys, no early stopping: at epoch 2 of 6 on a CPU every config is "
                           "near chance (class NLL 4.64-4.86 of 4.91); on the real data a trial's rank there "
                           "predicted its final one with Spearman 0.37-0.60 (3 searches of 16), 0.70-0.94 only "
-                          "from epoch 4, and ASHA at epoch 2 once stopped the baseline itself"),
+                          "from epoch 4, and early stopping at epoch 2 once stopped the baseline itself"),
     budget_gpu=Budget(trials=60, max_epochs=40, grace_epochs=5),
     inactive=inactive,
     # The seed's config under the two other schedules: the first guesses after the baseline itself.
