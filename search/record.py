@@ -2,8 +2,9 @@
 
 A run's record says what was asked (command, options), what was decided (the plan, the base
 config, the searched space) and how far the run got (search_done, wall times). Every stage reads
-it through `RunRecord.read` and changes it through `RunRecord.update`, which rereads the file
-under the run's lock, so a resumed run adds to its wall times instead of losing them. Runs written
+it through `RunRecord.read` and changes it through `RunRecord.update`, which writes it at once
+(one process holds the run's lock, so the record in memory is the file's). A resumed run starts
+from the record its earlier attempt left, so its wall times add up. Runs written
 before this module existed have the same keys and read the same way.
 """
 

@@ -166,9 +166,6 @@ def retrain(run_dir: Path, record: RunRecord, data: Data, *, top_k: int, seeds: 
     `data` is the experiment's data as the plan cut it (search/stages.py)."""
     print_fn = print_fn or functools.partial(print, flush=True)
     exp = experiments.get(record.experiment)
-    for name, value in (("--top-k", top_k), ("--seeds", seeds), ("--epochs", epochs)):
-        if value < 1:
-            raise UserError(f"{name} {value}: give a whole number of at least 1")
     jobs = plan_jobs(run_dir, record, exp, top_k, seeds, epochs)
     labels = sorted({j.label for j in jobs}, key=lambda s: (s != BASELINE, s))
     print_fn(f"retrain: {', '.join(labels)} x {seeds} seeds, {epochs} epochs on {len(data.full_train)} images, "

@@ -80,8 +80,8 @@ class Asha(Scheduler):
                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
 
     def decision_epochs(self, plan) -> list[int]:
-        """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ..."""
-        plan = _as_dict(plan)
+        """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ... (`plan`: a
+        Plan or run.json's dict, both read by key)."""
         out, r = [], int(plan["grace_epochs"])
         while r < int(plan["max_epochs"]):
             out.append(r)
@@ -159,9 +159,5 @@ def get(name: str) -> Scheduler:
 
 def of_plan(plan: Any) -> Scheduler:
     """The scheduler a run's plan names (runs written before the registry used ASHA)."""
-    return get(_as_dict(plan).get("scheduler") or DEFAULT)
-
-
-def _as_dict(plan: Any) -> dict:
-    return plan if isinstance(plan, dict) else plan.as_dict()
+    return get((plan.get("scheduler") if isinstance(plan, dict) else plan.scheduler) or DEFAULT)
 

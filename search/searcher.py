@@ -64,7 +64,7 @@ class HonestOptunaSearch(OptunaSearch):
 
 
 def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str,
-                  trials: int = 16) -> HonestOptunaSearch:
+                  trials: int) -> HonestOptunaSearch:
     """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline and
     its variants) are evaluated first, then random draws (a fifth of the trials, at least 3), then TPE.
     The space comes from the Tuner's param_space (see `to_tune`)."""

@@ -170,9 +170,9 @@ def search(ctx: RunContext) -> bool:
                       seed=ctx.record.seed, resume=ctx.resume, storage=ctx.storage)
     done = not (len(grid) - grid.num_terminated - grid.num_errors > 0
                 or (len(grid) < plan.trials and not plan.time_budget_min))
-    record = RunRecord.read(ctx.run_dir)  # as written by the last attempt: its wall time counts too
-    ctx.record = record.update(ctx.run_dir, search_wall_s=record.search_wall_s + time.monotonic() - t0,
-                               finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)
+    # the record holds the earlier attempts' wall time too (prepare read it back on --resume)
+    ctx.record.update(ctx.run_dir, search_wall_s=ctx.record.search_wall_s + time.monotonic() - t0,
+                      finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)
     summarise(ctx)
     return done
 
@@ -202,8 +202,7 @@ def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = No
             epochs=epochs or plan.retrain_epochs, cpus=cpus or plan.cpus_per_trial,
             gpus=plan.gpus_per_trial if gpus is None else gpus, print_fn=ctx.print)
     finally:
-        record = RunRecord.read(ctx.run_dir)
-        ctx.record = record.update(ctx.run_dir, retrain_wall_s=record.retrain_wall_s + time.monotonic() - t0)
+        ctx.record.update(ctx.run_dir, retrain_wall_s=ctx.record.retrain_wall_s + time.monotonic() - t0)
 
 
 def report(ctx: RunContext) -> Path:
@@ -213,10 +212,9 @@ def report(ctx: RunContext) -> Path:
 
 
 def finished_run(run_dir: Path, print_fn: Callable[..., None] | None = None) -> RunContext:
-    """The context of a run whose search is done (for `python -m search.retrain`): its own data and plan."""
+    """The context of a run whose search is done (for `python -m search.retrain`, which checked that):
+    its own data and plan."""
     record = RunRecord.read(run_dir)
-    if not (run_dir / "trials.csv").is_file():
-        raise UserError(f"{run_dir}: not a finished search (no run.json and trials.csv there)")
     exp = experiments.get(record.experiment)
     data = cut_to_plan(exp.load(record.data_options()), record.plan)
     space = {k: exp.space[k] for k in record.searched if k in exp.space}

@@ -11,6 +11,7 @@ import pytest
 
 from search import cli, run
 from search.faults import ENV, LOG_ENV, Fault, from_env
+from search.io import read_csv
 
 
 def faulty_search(tmp_path, monkeypatch, fault: str, *extra: str):
@@ -24,7 +25,7 @@ def faulty_search(tmp_path, monkeypatch, fault: str, *extra: str):
                               "--name", "f", *extra])
     run_dir = tmp_path / "shapes" / "f"
     log = (tmp_path / "faults.log").read_text().splitlines() if (tmp_path / "faults.log").exists() else []
-    return code, pd.read_csv(run_dir / "trials.csv"), pd.read_csv(run_dir / "history.csv"), \
+    return code, read_csv(run_dir / "trials.csv"), read_csv(run_dir / "history.csv"), \
         pd.read_csv(run_dir / "optuna_trials.csv"), log
 
 
@@ -98,12 +99,12 @@ def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: no space left") and "--name d --resume" in err[-1]
-    trials = pd.read_csv(tmp_path / "shapes" / "d" / "trials.csv")
+    trials = read_csv(tmp_path / "shapes" / "d" / "trials.csv")  # trial ids as text, e.g. "32034258"
     assert list(trials["status"]) == ["failed"] and "No space left" in trials["reason"].iloc[0]
 
     monkeypatch.delenv(ENV)  # space freed: --resume runs the trial that hit the full disk again, then the rest
     assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "d", "--resume"]) == 0
-    after = pd.read_csv(tmp_path / "shapes" / "d" / "trials.csv")
+    after = read_csv(tmp_path / "shapes" / "d" / "trials.csv")
     assert list(after["status"]) == ["completed"] * 2 and after["trial_id"].iloc[0] == trials["trial_id"].iloc[0]
 
 
