@@ -42,7 +42,8 @@ def read(dataset_cls, root: Path, title: str, download: bool
                         f"files there ({', '.join(RAW_FILES)})")
     try:
         train, test = (dataset_cls(root=root, train=t, download=download) for t in (True, False))
-    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:  # bad download or bad IDX file
+    # bad download or bad IDX file (KeyError: a type byte torchvision does not know)
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError, KeyError) as e:
         raise DataError(f"{title} under {raw} could not be read ({type(e).__name__}: {e}); "
                         "delete the files and pass --download") from None
     return train.data, train.targets, test.data, test.targets
