@@ -130,6 +130,61 @@ def lr_at(schedule: str, lr: float, step: int, total: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
+def apply_config(model: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> None:
+    """Make a built model and its optimiser run with `config`'s hyperparameters. Needed after
+    `optimizer.load_state_dict` (which brings back the saved lr, momentum and weight decay: a trial
+    Population Based Training cloned and mutated would otherwise train on with its donor's values) and
+    when a replayed schedule changes them mid-run. Every model of the project uses one dropout rate for
+    all its Dropout layers (tests/test_models.py checks it), so `dropout` sets them all."""
+    for group in optimizer.param_groups:
+        group["lr"] = config["lr"]  # a non-constant schedule overrides it per step (train_epoch)
+        group["weight_decay"] = config["weight_decay"]
+        if "betas" in group:
+            group["betas"] = (config["momentum"], group["betas"][1])
+        elif "momentum" in group:
+            group["momentum"] = config["momentum"]
+    if "dropout" in config:
+        for module in model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                module.p = config["dropout"]
+
+
+# A replayed schedule of hyperparameters (Population Based Training's, retrained on fresh seeds):
+# [[first epoch, {key: value, ...}], ...], each entry holding from its epoch until the next one.
+Changes = list[tuple[int, dict[str, Any]]]
+
+
+def config_at(config: dict, changes: Changes | None, epoch: int) -> dict:
+    """`config` with every change whose first epoch is <= `epoch` applied, in order."""
+    out = dict(config)
+    for first, values in changes or ():
+        if first <= epoch:
+            out.update(values)
+    return out
+
+
+def changes_of(history: list[dict[str, Any]], keys: list[str]) -> Changes:
+    """The schedule the epochs of `history` ran with: the values of `keys` at the first epoch, then
+    each epoch where one of them changed (the rows hold the values, see `fit(tracked=...)`)."""
+    out: Changes = []
+    current: dict[str, Any] = {}
+    for row in history:
+        values = {k: row[k] for k in keys if k in row}
+        changed = {k: v for k, v in values.items() if current.get(k) != v}
+        if changed:
+            out.append((int(row["epoch"]), changed if out else values))
+            current.update(values)
+    return out
+
+
+def stretch(changes: Changes, epochs_from: int, epochs_to: int) -> Changes:
+    """A schedule found over `epochs_from` epochs, replayed over `epochs_to`: each change keeps its
+    place as a fraction of the run (epoch 1 stays epoch 1)."""
+    if epochs_from == epochs_to:
+        return list(changes)
+    return [(1 + round((first - 1) * epochs_to / epochs_from), values) for first, values in changes]
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
@@ -235,12 +290,16 @@ def with_statistics(task: Task, config: dict, train: Split) -> dict:
 def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: torch.device,
         objective: tuple[str, str] = ("val_acc", "max"),
         on_epoch: Callable[[dict[str, float], Callable[..., dict], bool], None] | None = None,
-        state: dict | None = None, keep_best: bool = False) -> FitResult:
+        state: dict | None = None, keep_best: bool = False, changes: Changes | None = None,
+        tracked: tuple[str, ...] = ()) -> FitResult:
     """Train one configuration for config['epochs'] epochs, early-stopping on the objective.
 
     on_epoch(row, checkpoint, last) is called after every epoch with the metrics row; calling
     checkpoint() returns everything needed to resume (pass it back as `state`); `last` is True
     when this epoch ends the run by itself (all epochs done, or patience exhausted).
+    `changes` replays a schedule of hyperparameters (see `config_at`); each history row holds the
+    values of the `tracked` keys that epoch ran with (a history restored from `state` keeps those of
+    the run it came from, so it is the whole schedule of the weights trained).
     """
     precision = resolve_precision(config["precision"], device)
     config = with_statistics(task, config, train)
@@ -264,6 +323,9 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         result.history = list(state["history"])
         result.best = state["best"]
         bad_epochs, elapsed, first_epoch = state["bad_epochs"], state["elapsed"], state["epoch"] + 1
+    base = config
+    config = config_at(base, changes, first_epoch)
+    apply_config(model, optimizer, config)  # the restored optimiser state holds the saved hyperparameters
 
     def checkpoint(snapshot: bool = True) -> dict:
         # A snapshot: state_dict()s and the history list are live references that later epochs change.
@@ -277,7 +339,10 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
 
     for epoch in range(first_epoch, config["epochs"] + 1):
         t0 = time.perf_counter()
-        row: dict[str, float] = {"epoch": epoch}
+        if changes:
+            config = config_at(base, changes, epoch)
+            apply_config(model, optimizer, config)
+        row: dict[str, float] = {"epoch": epoch, **{k: config[k] for k in tracked}}
         row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision, epoch)
         if val is not None:
             row.update(evaluate(task, model, val, config, precision))

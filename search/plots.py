@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from datasets.files import atomic_write
 
+FIGURES = "report"  # folder of the report's PNGs, beside report.md
 DPI = 110  # a 6.4 x 4.8 inch figure is 704 x 528 px: sharp on screen, small on disk
 STATUS_STYLE = {  # how each trial status is drawn, the same in every plot
     "completed": {"marker": "o", "color": "tab:blue", "label": "completed"},

@@ -16,6 +16,9 @@ from search.cli import DISK_FULL as DISK_FULL_ERRNOS
 # Reported by the trial with every epoch's metrics.
 FINISHED = "finished"  # True on the report that ends the trial by itself (all epochs, or its own patience)
 NODE = "node"  # the Ray node that ran the trial (a trials.csv column): a cluster has several
+# Under a scheduler that changes configs mid-run: the schedule the epoch's weights were trained with, as
+# JSON [[first epoch, {key: value}], ...] (search/loop.py changes_of); history.csv keeps it per epoch.
+CHANGES = "config_changes"
 
 # Keys Ray adds to every result: bookkeeping, not metrics of ours.
 RAY_KEYS = {

@@ -27,9 +27,9 @@ from search.config import UserError, format_config
 from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
 from search.io import read_json
 from search.markdown import md_table, shown
+from search.plots import FIGURES
 from search.stats import BASELINE, verdict_sentence
 
-FIGURES = "report"  # folder of the PNGs, beside report.md
 SECTIONS = ("Verdict", "The study", "Best configurations", "Objective against each hyperparameter",
             "Training curves", "Best so far against wall time", "Hyperparameter importance", "Files")
 # ... and between importance and the files, the scheduler's own section (Scheduler.report_section).

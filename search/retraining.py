@@ -27,8 +27,8 @@ from search import experiments, tensorboard
 from search.config import UserError, format_config
 from search.experiment import Data, Experiment, matches, warm_start
 from search.io import read_csv, read_json, write_csv, write_json
-from search.loop import evaluate, fit, resolve_precision
-from search.protocol import plain
+from search.loop import Changes, evaluate, fit, resolve_precision, stretch
+from search.protocol import CHANGES, plain
 from search.record import RunRecord
 from search.stats import BASELINE, verdict, verdict_sentence
 from search.tables import best_trial
@@ -43,28 +43,44 @@ class Job:
     config: dict[str, Any]
     seed: int
     trial_id: str | None = None
+    changes: Changes | None = None  # a schedule of hyperparameters to replay (Population Based Training)
 
     @property
     def name(self) -> str:
         return f"{self.label}-seed{self.seed}"
 
 
+def trained_schedule(row: pd.Series) -> Changes:
+    """The schedule of hyperparameters the trial's last weights were trained with, when the
+    scheduler changed configs mid-run (empty otherwise): its first entry holds the values at epoch 1,
+    which a cloned trial inherited from the trials it was cloned from, not its own first config."""
+    text = row.get(f"last_{CHANGES}")
+    if not isinstance(text, str) or not text:
+        return []
+    return [(int(first), values) for first, values in json.loads(text)]
+
+
 def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: int,
-                base: dict[str, Any] | None = None) -> list[tuple[str, dict]]:
-    """The K best trials whose searched values differ (ties of identical configs count once),
-    leaving out the warm-start trial: it is the baseline, which is retrained anyway."""
+                base: dict[str, Any] | None = None) -> list[tuple[str, dict, Changes]]:
+    """The K best trials whose searched values (and schedules, under PBT) differ (ties of identical
+    configs count once), leaving out the warm-start trial: it is the baseline, which is retrained
+    anyway. Each as (trial id, config at epoch 1, the changes after epoch 1 to replay)."""
     ok = trials[(trials["status"] != "failed") & trials[f"best_{exp.objective}"].notna()]
     ok = ok.sort_values(f"best_{exp.objective}", ascending=exp.mode == "min", kind="stable")
     baseline = warm_start(dict(base), {c: exp.space[c] for c in searched}) if base is not None else None
     picked, seen = [], set()
     for _, row in ok.iterrows():
-        key = tuple(row[c] for c in searched)
-        if key in seen or (baseline is not None and matches(row, baseline)):
-            continue
-        seen.add(key)
         # a key the experiment gained after the run (e.g. `schedule`) takes its default
         config = {c: plain(row[c]) if c in row else exp.defaults[c] for c in exp.defaults}
-        picked.append((row["trial_id"], config))
+        schedule = trained_schedule(row)
+        if schedule:
+            config.update(schedule[0][1])
+        changes = schedule[1:]
+        key = (tuple(config[c] for c in searched), json.dumps(changes))
+        if key in seen or (baseline is not None and not changes and matches(config, baseline)):
+            continue
+        seen.add(key)
+        picked.append((row["trial_id"], config, changes))
         if len(picked) == k:
             break
     return picked
@@ -77,17 +93,19 @@ def plan_jobs(run_dir: Path, record: RunRecord, exp: Experiment, top_k: int, see
     first_seed = SEED_BASE + 100 * record.seed
     seed_list = [first_seed + i for i in range(seeds)]
     baseline = {**exp.defaults, **record.pinned, "epochs": epochs}  # --set pins hold for the baseline too
-    configs = [(BASELINE, None, baseline)] + [
-        (f"top{i + 1}", tid, {**cfg, "epochs": epochs}) for i, (tid, cfg) in
-        enumerate(top_configs(trials, exp, record.searched, top_k, record.base_config))]
-    return [Job(label, {**cfg, "seed": s}, s, tid) for label, tid, cfg in configs for s in seed_list]
+    configs = [(BASELINE, None, baseline, None)] + [
+        # a schedule found over the search's epochs keeps its shape over the retrain's
+        (f"top{i + 1}", tid, {**cfg, "epochs": epochs}, stretch(changes, record.plan.max_epochs, epochs) or None)
+        for i, (tid, cfg, changes) in enumerate(top_configs(trials, exp, record.searched, top_k, record.base_config))]
+    return [Job(label, {**cfg, "seed": s}, s, tid, changes) for label, tid, cfg, changes in configs for s in seed_list]
 
 
 def run_job(job: Job, experiment: str, full_train, test) -> dict[str, Any]:
     """One retrain run (in a Ray worker): whole training split, fixed epochs, held-out score."""
     exp = experiments.get(experiment)
     device = trial_device()
-    result = fit(exp.task, job.config, full_train, None, device=device)
+    result = fit(exp.task, job.config, full_train, None, device=device, changes=job.changes,
+                 tracked=tuple(sorted({k for _, values in job.changes or () for k in values})))
     precision = resolve_precision(job.config["precision"], device)
     scores = evaluate(exp.task, result.model, test.to(device), result.config, precision, prefix="test_")
     added = {k: v for k, v in result.config.items() if k not in job.config}  # task.statistics(), e.g. normalisation
@@ -102,8 +120,8 @@ def save_job(run_dir: Path, job: Job, out: dict[str, Any]) -> None:
     tensorboard.write_run(folder, out["history"], job.config, out["test"])
     # metrics.json last: its presence marks the run as done (resume skips it)
     write_json(folder / "metrics.json", {"label": job.label, "seed": job.seed, "trial_id": job.trial_id,
-                                          "config": job.config, "statistics": out.get("statistics", {}),
-                                          **out["test"]})
+                                          "config": job.config, "changes": job.changes,
+                                          "statistics": out.get("statistics", {}), **out["test"]})
 
 
 def done_before(run_dir: Path, job: Job) -> bool:
@@ -112,7 +130,9 @@ def done_before(run_dir: Path, job: Job) -> bool:
     path = run_dir / "retrain" / job.name / "metrics.json"
     if not path.is_file():
         return False
-    return read_json(path)["config"] == json.loads(json.dumps(job.config))
+    done = read_json(path)
+    return (done["config"] == json.loads(json.dumps(job.config))
+            and done.get("changes") == json.loads(json.dumps(job.changes)))
 
 
 def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float, gpus: float,
@@ -148,6 +168,9 @@ def collect(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         m = read_json(metrics)
         config = m.pop("config")
         m.pop("statistics", None)  # of the training split, not a metric
+        changes = m.pop("changes", None)
+        if changes:
+            m["changes"] = json.dumps(changes)
         rows.append({**{k: v for k, v in m.items()}, **{f"config_{k}": v for k, v in config.items()}})
         h = read_csv(metrics.parent / "history.csv")
         h.insert(0, "seed", m["seed"])
@@ -173,6 +196,8 @@ def retrain(run_dir: Path, record: RunRecord, data: Data, *, top_k: int, seeds: 
     for label in labels:
         job = next(j for j in jobs if j.label == label)
         print_fn(f"  {label:<8} {format_config(job.config, record.searched)}")
+        for first, values in job.changes or ():  # a replayed schedule (Population Based Training)
+            print_fn(f"  {'':<8} from epoch {first}: {format_config(values, list(values))}")
     run_jobs(run_dir, exp, jobs, data, cpus, gpus, print_fn)
     table, history = collect(run_dir)
     write_csv(run_dir / "retrain.csv", table)

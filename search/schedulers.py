@@ -3,25 +3,28 @@
 A scheduler decides, while a search runs, which trials go on. Each entry builds Ray Tune's
 scheduler from the run's plan, declares the epochs at which it judges trials (for the plan line,
 the time estimate and the report), words why it stopped a trial, and writes its report section.
-Nothing else in the project names a scheduler, so adding one (Population Based Training, say)
-touches this file and its tests only. Two flags prepare for schedulers that do more than stop:
-`proposes_configs` (it samples and mutates configs itself: Ray refuses a search algorithm beside
-it, so the tuner leaves TPE out) and `changes_config` (a trial's config may differ from one epoch
-to the next: history.csv keeps the config of each epoch, retraining replays it).
+Nothing else in the project names a scheduler. Two flags mark schedulers that do more than stop,
+as Population Based Training (`pbt`) does: `proposes_configs` (it samples and mutates configs
+itself: Ray refuses a search algorithm beside it, so the tuner leaves TPE out) and
+`changes_config` (a trial's config may differ from one epoch to the next: history.csv keeps the
+config of each epoch, and retraining replays the best trial's schedule).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
-from search import study_stats
+from search import pbt_report, study_stats
 from search.analyse import Run
 from search.config import UserError
+from search.experiment import Dim, Float
 from search.markdown import md_table
 from search.plan import Plan
+from search.searcher import to_tune
 
 
 class Scheduler:
@@ -31,9 +34,15 @@ class Scheduler:
     changes_config = False  # True: a trial's hyperparameters may change between epochs
     stopped_label = "stopped early"  # legend of the trials it stopped, in every plot
 
-    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
-        """Ray's scheduler, ranking trials on `metric` (the plan's ranking metric)."""
+    def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
+        """Ray's scheduler, ranking trials on `metric` (the plan's ranking metric); `space` is the
+        searched space (a scheduler that changes configs mutates within it)."""
         raise NotImplementedError
+
+    def checkpoints_to_keep(self, plan: Plan) -> int:
+        """Checkpoints Ray keeps per trial: the latest only (a resumed or retried trial needs no
+        other; each holds the model and optimiser, 155 MB for shapes)."""
+        return 1
 
     def decision_epochs(self, plan: Any) -> list[int]:
         """Epochs below the full budget at which it may stop (or change) a trial."""
@@ -75,7 +84,7 @@ class Asha(Scheduler):
     summary = "asynchronous successive halving: trials are compared at rungs and the worse ones stopped"
     stopped_label = "stopped by ASHA"
 
-    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
+    def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
         return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
 
@@ -122,7 +131,7 @@ class Fifo(Scheduler):
     name = "fifo"
     summary = "no early stopping: every trial runs until its own end (all epochs, or its patience)"
 
-    def build(self, plan: Plan, metric: str, mode: str) -> TrialScheduler:
+    def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
         return FIFOScheduler()
 
     def stop_reason(self, epochs: int) -> str:
@@ -143,7 +152,77 @@ class Fifo(Scheduler):
             _correlation_table(run, epochs)])
 
 
-REGISTRY: dict[str, Scheduler] = {s.name: s for s in (Asha(), Fifo())}
+def mutable_keys(space: dict[str, Dim]) -> list[str]:
+    """What Population Based Training may change mid-run: the continuous keys (rates, probabilities,
+    weights). Choices and integers (architecture, batch size, schedule) shape the model or its steps
+    and stay as sampled."""
+    return [k for k, d in space.items() if isinstance(d, Float)]
+
+
+def clipped_to(space: dict[str, Dim]) -> Callable[[dict], dict]:
+    """PBT's explore step multiplies a value by 0.8 or 1.2: keep it inside the searched range (a
+    dropout of 0.7 * 1.2 would not build)."""
+    bounds = {k: (d.low, d.high) for k, d in space.items() if isinstance(d, Float)}
+
+    def clip(config: dict) -> dict:
+        return {**config, **{k: min(max(config[k], lo), hi) for k, (lo, hi) in bounds.items() if k in config}}
+    return clip
+
+
+class _PopulationBasedTraining(PopulationBasedTraining):
+    """Ray's PBT, except at a trial's last epoch: Ray would still clone and perturb it there, and the
+    trial, ending anyway, would show a config it never trained with."""
+
+    def __init__(self, last_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.last_epoch = last_epoch
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("training_iteration", 0) >= self.last_epoch:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class Pbt(Scheduler):
+    name = "pbt"
+    summary = ("population based training: every few epochs the worse quarter of the trials takes a better "
+               "one's weights and hyperparameters, perturbed, and trains on")
+    proposes_configs = True
+    changes_config = True
+    stopped_label = "ended early"  # PBT stops no trial: only a time budget or an interruption does
+
+    def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
+        mutable = {k: space[k] for k in mutable_keys(space or {})}
+        if not mutable:
+            raise UserError("--scheduler pbt: nothing searched that it can change mid-run (it perturbs the "
+                            "continuous keys: learning rate, dropout, loss weights, probabilities); search one")
+        return _PopulationBasedTraining(
+            plan.max_epochs, time_attr="training_iteration", metric=metric, mode=mode,
+            perturbation_interval=plan.grace_epochs, burn_in_period=plan.grace_epochs,
+            hyperparam_mutations=to_tune(mutable), custom_explore_fn=clipped_to(mutable),
+            quantile_fraction=0.25, resample_probability=0.25, log_config=True)
+
+    def checkpoints_to_keep(self, plan: Plan) -> int:
+        """A trial may clone the checkpoint another saved at its last perturbation, up to one interval
+        (plus the epoch in flight) before that trial's latest: older ones may be deleted."""
+        return plan.grace_epochs + 2
+
+    def decision_epochs(self, plan) -> list[int]:
+        every, end = int(plan["grace_epochs"]), int(plan["max_epochs"])
+        return list(range(every, end, every))
+
+    def stop_reason(self, epochs: int) -> str:
+        return f"stopped after epoch {epochs} (time budget or interruption)"
+
+    def describe(self, plan: Plan) -> str:
+        return (f"population based training, the worse quarter exploits a better trial every "
+                f"{plan.grace_epochs} epochs")
+
+    def report_section(self, run: Run) -> str:
+        return pbt_report.section(run, self.decision_epochs(run.plan))
+
+
+REGISTRY: dict[str, Scheduler] = {s.name: s for s in (Asha(), Fifo(), Pbt())}
 DEFAULT = "asha"
 
 

@@ -41,6 +41,26 @@ def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows[start:]
 
 
+def _with_checkpointed_epochs(rows: list[dict[str, Any]], trial_dir: Path) -> list[dict[str, Any]]:
+    """Ray copies a trial's result.json to the run folder every few checkpoints, not at each: a run
+    interrupted in between loses the newest rows there, though the trial's checkpoint (and, after
+    --resume, its training) went past them. The checkpoint holds its history (trial.HISTORY_FILE):
+    epochs missing from result.json are taken from it. (Under Population Based Training, epochs a
+    trial skipped by taking an older trial's weights come from that lineage.)"""
+    checkpoints = sorted(trial_dir.glob("checkpoint_*/history.json"))
+    if not checkpoints or not rows or "epoch" not in rows[0]:
+        return rows
+    try:
+        saved = json.loads(checkpoints[-1].read_text())
+    except (OSError, json.JSONDecodeError):
+        return rows
+    have = {r.get("epoch") for r in rows}
+    missing = [r for r in saved if isinstance(r, dict) and r.get("epoch") not in have]
+    if not missing:
+        return rows
+    return sorted(rows + missing, key=lambda r: r.get("epoch", 0))
+
+
 def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
     """Whether the trial reported again after its last error: it was retried and went on (the
     scheduler may then have stopped it), so that error did not end it."""
@@ -89,7 +109,7 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
             continue  # a trial Ray is creating right now: its params.json is not written yet
         if not isinstance(params, dict):
             continue
-        rows = _latest_per_epoch(_read_results(trial_dir))
+        rows = _with_checkpointed_epochs(_latest_per_epoch(_read_results(trial_dir)), trial_dir)
         trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):

@@ -27,8 +27,8 @@ THREADS_FILE = "tail_threads.json"  # in the run folder: {"threads": N}
 def tail_threads(statuses: list[str], total_trials: int, cpus_per_trial: float, concurrency: int) -> int | None:
     """Threads per running trial once the search is in its tail, else None. `statuses` are the
     Ray statuses (PENDING, RUNNING, TERMINATED, ERROR, ...) of every trial created so far."""
-    if len(statuses) < total_trials or "PENDING" in statuses:
-        return None  # more trials to come: they need the slots
+    if len(statuses) < total_trials or "PENDING" in statuses or "PAUSED" in statuses:
+        return None  # more trials to come (or paused ones to go on, under PBT): they need the slots
     running = statuses.count("RUNNING")
     if running == 0:
         return None

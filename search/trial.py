@@ -8,6 +8,7 @@ uses as many torch threads as CPUs it was given, and the GPU Ray assigned it, if
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -21,10 +22,11 @@ import torch
 from ray import tune
 
 from search import experiments, faults, tail_resources
-from search.loop import NonFiniteError, Split, fit
-from search.protocol import FINISHED, NODE
+from search.loop import NonFiniteError, Split, changes_of, fit
+from search.protocol import CHANGES, FINISHED, NODE
 
 STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"  # beside it: the rows of the state's history, read by search/tables.py
 DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial diverged (its retries fail at once)
 
 
@@ -68,7 +70,9 @@ def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
 def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirectory:
     folder = tempfile.TemporaryDirectory(dir=parent, prefix="hpsearch-")
     try:
-        torch.save(make_state(snapshot=False), Path(folder.name) / STATE_FILE)  # serialised now: no copy
+        state = make_state(snapshot=False)
+        torch.save(state, Path(folder.name) / STATE_FILE)  # serialised now: no copy
+        (Path(folder.name) / HISTORY_FILE).write_text(json.dumps(state["history"]))
     except BaseException:
         folder.cleanup()
         raise
@@ -76,9 +80,12 @@ def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirect
 
 
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,
-              marker_dir: str | None = None, tail_dir: str | None = None) -> None:
+              marker_dir: str | None = None, tail_dir: str | None = None, tracked: tuple[str, ...] = ()) -> None:
     """Only the search splits reach a trial: the held-out split stays with the driver. With
-    `tail_dir`, the trial takes more torch threads when the driver says slots idle (search/tail_resources.py)."""
+    `tail_dir`, the trial takes more torch threads when the driver says slots idle (search/tail_resources.py).
+    With `tracked` (a scheduler that changes configs mid-run: Population Based Training), each epoch's
+    row holds the values of those keys and, as CHANGES, the whole schedule its weights were trained
+    with, inherited from the trials it was cloned from (retraining replays it)."""
     exp = experiments.get(experiment)
     config = {**base, **params}
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -89,6 +96,8 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     state = load_state(checkpoint, device) if checkpoint else None
 
     def report(row: dict[str, float], make_state, last: bool) -> None:
+        if tracked:  # the history of a restored state is the donor's: the schedule of these very weights
+            row = {**row, CHANGES: json.dumps(changes_of(make_state(snapshot=False)["history"], list(tracked)))}
         with written_checkpoint(make_state) as d:
             tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
         threads = tail_resources.read_threads(tail_dir) if tail_dir else None
@@ -109,7 +118,7 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
                                  start_epoch=state["epoch"] + 1 if state else 1, trial=faults.trial_key(config))
     try:
         fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
-            on_epoch=report, state=state)
+            on_epoch=report, state=state, tracked=tracked)
     except NonFiniteError as e:
         diverged.parent.mkdir(parents=True, exist_ok=True)
         diverged.write_text(str(e))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
 from search import schedulers, tail_resources
@@ -21,6 +24,25 @@ from search.progress import Progress
 from search.searcher import make_searcher, to_tune
 from search.tables import collect
 from search.trial import DIVERGED, run_trial
+
+
+class _KeepLocalRows:
+    """Ray's JSON and CSV loggers copy a restarting trial's file back from the run's storage, which Ray
+    syncs only every so often. Population Based Training pauses and restarts trials all the time: that
+    copy erased the rows written since the last sync (a 4-epoch trial kept 1 of its 4). The local
+    file, where this session has one, is the newer: keep it."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if not Path(trial.local_path, file_name).is_file():
+            super()._restore_from_remote(file_name, trial)
+
+
+class JsonLogger(_KeepLocalRows, JsonLoggerCallback):
+    pass
+
+
+class CsvLogger(_KeepLocalRows, CSVLoggerCallback):
+    pass
 
 
 def tune_location(run_dir: Path, storage: str | None) -> tuple[str, str]:
@@ -46,16 +68,17 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                print_fn=None) -> tune.ResultGrid:
     storage_path, name = tune_location(run_dir, storage)
     tune_dir = Path(storage_path) / name
+    scheduler = schedulers.of_plan(plan)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
-                             marker_dir=str(run_dir / DIVERGED), tail_dir=str(run_dir) if plan.grow_tail else None),
+                             marker_dir=str(run_dir / DIVERGED), tail_dir=str(run_dir) if plan.grow_tail else None,
+                             tracked=tuple(space) if scheduler.changes_config else ()),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
-    scheduler = schedulers.of_plan(plan)
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
-    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback(), progress]
+    callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
     quiet()
 
     if resume:
@@ -104,22 +127,31 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
     # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
     # declares one); given to each, not to TuneConfig, which would pass the objective to both.
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
-    # A scheduler that proposes configs itself (population based) runs without TPE: Ray refuses both.
-    searcher = None if scheduler.proposes_configs else make_searcher(
-        seed, warm_start=warm_points(exp, base, space), metric=metric, mode=mode, trials=plan.trials)
+    warm = warm_points(exp, base, space)
+    if scheduler.proposes_configs:
+        # Population based: Ray refuses TPE beside it. The population is the warm start and its variants,
+        # then seeded random draws; all trials exist from the start, and the scheduler takes turns
+        # between them as slots free up, so no concurrency limit (it would shrink the population).
+        searcher, concurrency = BasicVariantGenerator(points_to_evaluate=warm, random_state=seed), None
+        random.seed(seed)  # PBT's explore draws from Python's and NumPy's global generators
+        np.random.seed(seed)
+    else:
+        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials)
+        concurrency = plan.concurrency
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler.build(plan, metric, mode),
-            num_samples=plan.trials, max_concurrent_trials=plan.concurrency, reuse_actors=True,
+            search_alg=searcher, scheduler=scheduler.build(plan, metric, mode, space),
+            num_samples=plan.trials, max_concurrent_trials=concurrency, reuse_actors=True,
             time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=0,
-            # The latest only: an unreadable one restarts the trial (trainable.read_state), and each holds
-            # the model and optimiser state (155 MB for shapes): two per trial made a default run 4.6 GB.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # The latest only, unless the scheduler clones older ones: an unreadable one restarts the trial
+            # (trial.read_state), and each holds the model and optimiser (155 MB for shapes): two per trial
+            # made a default run 4.6 GB.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=scheduler.checkpoints_to_keep(plan)),
             # a crashed, killed or out-of-memory trial restarts from its last checkpoint this many times
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         ),

@@ -4,6 +4,7 @@ its reason, the search goes on, and Optuna never receives a value for it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -89,6 +90,20 @@ def test_a_restarted_trial_keeps_only_its_rerun_epochs():
     assert _latest_per_epoch(rows[:3]) == rows[:3]
 
 
+def test_epochs_ray_had_not_copied_yet_come_from_the_trials_checkpoint(tmp_path):
+    """Interrupted between two of Ray's copies of result.json, a trial's newest rows are missing
+    there; its checkpoint's history has them, and a row Ray did copy is kept as Ray wrote it."""
+    from search.tables import _with_checkpointed_epochs
+
+    for n in (1, 3):  # an older checkpoint, then the latest
+        folder = tmp_path / f"checkpoint_{n:06d}"
+        folder.mkdir()
+        (folder / "history.json").write_text(json.dumps([{"epoch": e, "v": -e} for e in range(1, n + 1)]))
+    rows = [{"epoch": 1, "v": 1, "timestamp": 5}, {"epoch": 2, "v": 2}]
+    assert _with_checkpointed_epochs(rows, tmp_path) == [*rows, {"epoch": 3, "v": -3}]
+    assert _with_checkpointed_epochs(rows, tmp_path / "none") == rows
+
+
 @pytest.mark.slow
 def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch, capsys):
     """A trial that hits a full disk fails; the next ones would too: the search stops with one line
@@ -125,9 +140,10 @@ def test_a_checkpoint_that_does_not_fit_in_shared_memory_goes_to_the_temp_folder
         calls.append(snapshot)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")  # shared memory full mid-write
-        return {"w": torch.ones(3)}
+        return {"w": torch.ones(3), "history": [{"epoch": 1, "val_acc": 0.5}]}
 
     with trial.written_checkpoint(make_state) as d:
         assert Path(d).parent == Path(tempfile.gettempdir())
         assert torch.load(Path(d) / trial.STATE_FILE, weights_only=True)["w"].sum() == 3
+        assert json.loads((Path(d) / trial.HISTORY_FILE).read_text()) == [{"epoch": 1, "val_acc": 0.5}]
     assert calls == [False, False] and list(shm.iterdir()) == []  # no copy asked for; nothing left behind

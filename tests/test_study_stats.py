@@ -104,8 +104,31 @@ def test_retrained_top_configs_skip_the_warm_start_and_duplicates():
                            {**base, "lr": 5e-3, "trial_id": "y", "status": "failed", "best_val_acc": 0.95},
                            {**base, "lr": 2e-4, "trial_id": "z", "status": "completed", "best_val_acc": 0.5}])
     picked = retraining.top_configs(trials, exp, searched, 3, base)
-    assert [tid for tid, _ in picked] == ["x", "z"]
-    assert picked[0][1]["lr"] == 3e-3
+    assert [tid for tid, _, _ in picked] == ["x", "z"]
+    assert picked[0][1]["lr"] == 3e-3 and picked[0][2] == []
+
+
+def test_a_pbt_trial_is_retrained_as_the_schedule_its_weights_had():
+    """Under PBT a trial's weights may come from another trial's: its config at epoch 1 is the
+    schedule's first entry (not its own params), the later entries are replayed, and the warm-start
+    trial counts as tuned once its schedule changed something."""
+    import json
+
+    from search import experiments
+    from search.protocol import CHANGES
+
+    exp = experiments.get("shapes")
+    searched = ["lr", "dropout"]
+    base = {**exp.defaults, "weight_decay": 1e-6}
+    lineage = [[1, {"lr": 2e-3, "dropout": 0.3}], [5, {"lr": 4e-4}]]
+    trials = pd.DataFrame([
+        {**base, "trial_id": "w", "status": "completed", "best_val_acc": 0.9, f"last_{CHANGES}": json.dumps(lineage)},
+        {**base, "trial_id": "v", "status": "completed", "best_val_acc": 0.8,
+         f"last_{CHANGES}": json.dumps([[1, {"lr": base["lr"], "dropout": base["dropout"]}]])}])
+    picked = retraining.top_configs(trials, exp, searched, 3, base)
+    assert [tid for tid, _, _ in picked] == ["w"]  # v never changed: it is the baseline
+    _, config, changes = picked[0]
+    assert (config["lr"], config["dropout"]) == (2e-3, 0.3) and changes == [(5, {"lr": 4e-4})]
 
 
 def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):

@@ -8,6 +8,7 @@ from search import tail_resources as tail
 def test_no_sharing_while_trials_are_still_to_come():
     assert tail.tail_threads(["RUNNING", "TERMINATED"], 10, 1, 2) is None  # 8 more to be created
     assert tail.tail_threads(["RUNNING", "PENDING", "TERMINATED"], 3, 1, 2) is None  # one waits for a slot
+    assert tail.tail_threads(["RUNNING", "PAUSED", "TERMINATED"], 3, 1, 2) is None  # PBT paused one: it goes on
 
 
 def test_a_lone_last_trial_takes_every_idle_cpu():
