@@ -135,7 +135,7 @@ def apply_config(model: nn.Module, optimizer: torch.optim.Optimizer, config: dic
     `optimizer.load_state_dict` (which brings back the saved lr, momentum and weight decay: a trial
     Population Based Training cloned and mutated would otherwise train on with its donor's values) and
     when a replayed schedule changes them mid-run. Every model of the project uses one dropout rate for
-    all its Dropout layers (tests/test_models.py checks it), so `dropout` sets them all."""
+    all its Dropout layers (tests/test_pbt.py checks it), so `dropout` sets them all."""
     for group in optimizer.param_groups:
         group["lr"] = config["lr"]  # a non-constant schedule overrides it per step (train_epoch)
         group["weight_decay"] = config["weight_decay"]

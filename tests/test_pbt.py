@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ray.tune.schedulers import PopulationBasedTraining
 from torch import nn
 
-from search import retraining, schedulers
+from search import experiments, retraining, schedulers
 from search.config import UserError
 from search.experiment import Choice, Float
 from search.experiments import shapes
@@ -265,3 +265,13 @@ def test_an_interrupted_pbt_search_resumes_to_the_end(tmp_path, monkeypatch, gen
     history = read_csv(tmp_path / "shapes" / "i" / "history.csv")
     assert list(trials["status"]) == ["completed"] * 4
     assert all(sorted(h["epoch"]) == [1, 2, 3, 4] for _, h in history.groupby("trial_id"))
+
+
+@pytest.mark.parametrize("name", [n for n in experiments.names() if "dropout" in experiments.get(n).defaults])
+def test_every_model_uses_its_one_dropout_rate_in_every_dropout_layer(name):
+    """loop.apply_config sets every Dropout layer to config['dropout'] when PBT changes it mid-run: right
+    only if each model builds all of them with that one rate."""
+    exp = experiments.get(name)
+    model = exp.task.build_model({**exp.defaults, "dropout": 0.37})
+    rates = [m.p for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    assert rates and all(p == 0.37 for p in rates)
