@@ -73,7 +73,9 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
                    f"{run.objective}; the tuned configs retrained here are the best of the others.\n")
     rows = []
     for _, r in v.iterrows():
-        rows.append({"config": r["label"], "seeds": int(r["n"]), metric: f"{r['mean']:.4f} ± {r['std']:.4f}",
+        runs = run.retrain.loc[run.retrain["label"] == r["label"]].sort_values("seed")[metric]
+        rows.append({"config": r["label"], "seeds": int(r["n"]), "runs": " ".join(f"{x:.3f}" for x in runs),
+                     metric: f"{r['mean']:.4f} ± {r['std']:.4f}",
                      "95% interval": f"{r['ci_low']:.4f} .. {r['ci_high']:.4f}",
                      "paired difference to baseline (95%)": "" if r["label"] == BASELINE else
                      f"{r['diff_mean']:+.4f} ({r['diff_low']:+.4f} .. {r['diff_high']:+.4f})",
@@ -84,7 +86,7 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
     seeds = sorted(run.retrain["seed"].unique().tolist())
     out.append(f"Seeds: {', '.join(map(str, seeds))} (none of them used by a search trial). The paired difference "
                "compares each tuned run with the baseline run of the same seed; its interval is Student's t over "
-               "seeds.\n")
+               "seeds (with 2 or 3 seeds it is wide, and an accuracy's may leave [0, 1]: the runs are listed beside it).\n")
     out.append(_link(report_plots.metric_by_label(run.retrain, metric, fig_dir / "retrain_test.png"),
                      f"{metric} per retrained config"))
     return "\n".join(out)
@@ -113,8 +115,13 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
              f"- reproduce: `{record.command}`" + (f" (seed {record.base_config.get('seed')})"),
              f"- pinned: {format_config(run.pinned) or 'nothing'}\n"]
     best = run.best()
+    warm = warm_start(dict(record.base_config), space)
+
+    def baseline(k: str) -> str:  # a baseline value outside the range runs at the nearest bound in the search
+        value = record.base_config.get(k)
+        return _fmt(value) + ("" if warm[k] == value else f" (its trial: {_fmt(warm[k])}, the range's bound)")
     rows = [{"hyperparameter": k, "range": d.describe(), "scale": "categorical" if isinstance(d, Choice) else
-             ("log" if d.log else "linear"), "baseline": _fmt(record.base_config.get(k)),
+             ("log" if d.log else "linear"), "baseline": baseline(k),
              "best trial": "" if best is None else _fmt(best[k])} for k, d in space.items()]
     lines.append(md_table(pd.DataFrame(rows)))
     return "\n".join(lines) + "\n"
@@ -203,6 +210,9 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
 
 
 def files_section(run: Run) -> str:
+    storage = run.options.get("storage")
+    tune = "tune/" if not storage else (f"{shown(Path(storage).expanduser())}/{run.path.parent.name}-{run.path.name}/ "
+                                        "(moved there by --storage)")
     return f"""## Files
 
 | file | what |
@@ -213,7 +223,7 @@ def files_section(run: Run) -> str:
 | verdict.csv | mean, std, 95% interval and paired difference to the baseline per retrained config |
 | optuna_trials.csv | what Optuna was told about each trial (pruned trials as pruned) |
 | run.json | command, options, plan, hardware, data, space, versions |
-| tune/ | Ray Tune's experiment folder (ExperimentAnalysis, Tuner.restore, TensorBoard) |
+| {tune} | Ray Tune's experiment folder (ExperimentAnalysis, Tuner.restore, TensorBoard) |
 | retrain/ | per retrain run: model.pt (state_dict), metrics.json, history.csv, TensorBoard events |
 
 ```python
@@ -222,7 +232,9 @@ run = analyse.load("{shown(run.path)}")
 run.trials, run.history, run.retrain        # pandas DataFrames
 ```
 
-TensorBoard (trials and retrain runs): `pip install tensorboard && tensorboard --logdir {shown(run.path)}`
+TensorBoard: `pip install tensorboard && tensorboard --logdir {shown(run.path)}` shows the trials' and the
+retrain runs' scalars; the HParams tab takes its columns from the first runs it reads, so open
+`--logdir {shown(run.path / "retrain")}` to see the retrain runs' test metrics there.
 """
 
 

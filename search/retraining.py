@@ -34,6 +34,7 @@ from search.stats import BASELINE, verdict, verdict_sentence
 from search.tables import best_trial
 from search.trial import trial_device
 
+STATUS_EVERY_S = 30.0  # a status line of the running retrain runs, as often as the search's
 SEED_BASE = 1000  # retrain seeds are SEED_BASE + search seed * 100 + i: never a seed a trial used
 
 
@@ -100,12 +101,12 @@ def plan_jobs(run_dir: Path, record: RunRecord, exp: Experiment, top_k: int, see
     return [Job(label, {**cfg, "seed": s}, s, tid, changes) for label, tid, cfg, changes in configs for s in seed_list]
 
 
-def run_job(job: Job, experiment: str, full_train, test) -> dict[str, Any]:
+def run_job(job: Job, experiment: str, full_train, test, on_epoch=None) -> dict[str, Any]:
     """One retrain run (in a Ray worker): whole training split, fixed epochs, held-out score."""
     exp = experiments.get(experiment)
     device = trial_device()
     result = fit(exp.task, job.config, full_train, None, device=device, changes=job.changes,
-                 tracked=tuple(sorted({k for _, values in job.changes or () for k in values})))
+                 tracked=tuple(sorted({k for _, values in job.changes or () for k in values})), on_epoch=on_epoch)
     precision = resolve_precision(job.config["precision"], device)
     scores = evaluate(exp.task, result.model, test.to(device), result.config, precision, prefix="test_")
     added = {k: v for k, v in result.config.items() if k not in job.config}  # task.statistics(), e.g. normalisation
@@ -145,9 +146,17 @@ def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float,
         return
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_remote_job)
     train_ref, test_ref = ray.put(data.full_train), ray.put(data.test)
-    pending = {remote.remote(j, exp.name, train_ref, test_ref): j for j in todo}
+    board = _EpochBoard.remote()
+    pending = {remote.remote(j, exp.name, train_ref, test_ref, board): j for j in todo}
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=STATUS_EVERY_S)
+        if not done:  # minutes per run on a CPU: say where the running ones are
+            epochs = ray.get(board.epochs.remote())
+            running = [f"{j.name} epoch {epochs[j.name]}/{j.config['epochs']}" for j in pending.values()
+                       if j.name in epochs]
+            print_fn(f"retrain: {len(jobs) - len(pending)} of {len(jobs)} runs done"
+                     + (f"; {', '.join(running)}" if running else ""))
+            continue
         job = pending.pop(done[0])
         out = ray.get(done[0])
         save_job(run_dir, job, out)
@@ -156,9 +165,27 @@ def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float,
         print_fn(f"retrain: {job.name} done  {shown}")
 
 
-def _remote_job(job: Job, experiment: str, full_train, test) -> dict[str, Any]:
+@ray.remote(num_cpus=0)
+class _EpochBoard:
+    """Where each running retrain run is (its last finished epoch), for the driver's status line."""
+
+    def __init__(self):
+        self._epochs: dict[str, int] = {}
+
+    def set(self, name: str, epoch: int) -> None:
+        self._epochs[name] = epoch
+
+    def epochs(self) -> dict[str, int]:
+        return dict(self._epochs)
+
+
+def _remote_job(job: Job, experiment: str, full_train, test, board=None) -> dict[str, Any]:
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    return run_job(job, experiment, full_train, test)
+
+    def on_epoch(row, _checkpoint, _last):
+        if board is not None:
+            board.set.remote(job.name, int(row["epoch"]))
+    return run_job(job, experiment, full_train, test, on_epoch)
 
 
 def collect(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -183,7 +183,8 @@ def summarise(ctx: RunContext) -> None:
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     best = best_trial(trials, objective, ctx.exp.mode) if not trials.empty else None
     shown = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
-    ctx.print(f"search done: {len(trials)} trials ({shown})")
+    ended = not counts.get("running") and ctx.record.search_done
+    ctx.print(f"search {'done' if ended else 'stopped'}: {len(trials)} trials ({shown})")
     if best is not None:
         ctx.print(f"best: {objective} {best[f'best_{objective}']:.4f} ({best['trial_id']}, epoch "
                   f"{int(best['best_epoch'])}): {format_config(best, ctx.record.searched)}")

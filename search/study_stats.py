@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from search.analyse import Run
-from search.experiment import Choice, Dim, Float, Int
+from search.experiment import Choice, Dim, Float, Int, matches, warm_start
 from search.stats import rank_corr
 
 NEAR_BOUND = 0.05  # a value in the outer 5% of its range (in log space for log dimensions) is "near a bound"
@@ -36,6 +36,8 @@ def bound_flags(run: Run, space: dict[str, Dim], limits: dict[str, Any] | None =
     if ranked.empty:
         return []
     best, leaders = ranked.iloc[0], ranked.head(top)
+    base = run.record.base_config
+    best_is_baseline = all(k in base for k in space) and matches(best, warm_start(dict(base), space))
     flags = []
     for key, dim in space.items():
         if isinstance(dim, Choice):
@@ -43,6 +45,8 @@ def bound_flags(run: Run, space: dict[str, Dim], limits: dict[str, Any] | None =
         p = position(best[key], dim)
         if NEAR_BOUND < p < 1 - NEAR_BOUND:
             continue
+        if best_is_baseline and not dim.contains(base[key]):  # not a preference: the baseline's own value
+            continue  # (e.g. weight_decay 0) lies outside the range, and its trial ran at the nearest bound
         side, bound = ("lower", dim.low) if p <= NEAR_BOUND else ("upper", dim.high)
         at_side = (lambda q: q <= NEAR_BOUND) if side == "lower" else (lambda q: q >= 1 - NEAR_BOUND)
         near = sum(at_side(position(v, dim)) for v in leaders[key])

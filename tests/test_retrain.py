@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.shapes import ShapesNet
-from search import cli, experiments, retrain, stats
+from search import cli, experiments, retrain, retraining, stats
 from search.experiment import matches, warm_start
 
 exp = experiments.get("shapes")
@@ -71,9 +71,12 @@ def test_interrupted_retraining_resumes_only_missing_runs(smoke_run, capsys):
     untouched = run_dir / "retrain" / f"top1-seed{table['seed'].iloc[0]}" / "model.pt"
     mtime = untouched.stat().st_mtime_ns
     (victim / "metrics.json").unlink()  # as if killed before that run finished
-    assert cli.run(retrain.main, [str(run_dir)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(retraining, "STATUS_EVERY_S", 0.05)  # a status line while it runs
+        assert cli.run(retrain.main, [str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "5 of 6 runs already done, 1 to go" in out
+    assert "retrain: 5 of 6 runs done" in out  # said while the sixth ran
     assert (victim / "metrics.json").is_file() and untouched.stat().st_mtime_ns == mtime
     assert len(pd.read_csv(run_dir / "retrain.csv")) == 6
 

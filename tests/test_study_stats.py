@@ -48,6 +48,18 @@ def test_bound_flags_name_the_hyperparameter_at_a_bound_only():
     assert study_stats.bound_flags(make_run(inside), SPACE) == []
 
 
+def test_no_bound_flag_when_the_best_is_the_baseline_run_at_a_bound_its_own_value_lies_past():
+    """A baseline lr of 0.5 (outside 1e-4 .. 0.1) runs its warm-start trial at 0.1: that it sits there is
+    not the search preferring the bound, so no advice to widen the range."""
+    trials = pd.DataFrame({"trial_id": ["w", "b"], "status": ["completed"] * 2, "best_val_acc": [0.9, 0.8],
+                           "lr": [0.1, 1e-3], "dropout": [0.25, 0.3], "opt": ["adam"] * 2})
+    run = make_run(trials)
+    run.record.base_config = {"lr": 0.5, "dropout": 0.25, "opt": "adam"}
+    assert study_stats.bound_flags(run, SPACE) == []
+    run.record.base_config = {"lr": 0.1, "dropout": 0.25, "opt": "adam"}  # its own value: the bound
+    assert len(study_stats.bound_flags(run, SPACE)) == 1
+
+
 def test_importance_ranks_the_parameter_that_decides_the_objective_first():
     rng = np.random.default_rng(0)
     n = 40
