@@ -4,17 +4,21 @@ Ray's OptunaSearch tells Optuna COMPLETE for any trial that ends with a result, 
 scheduler stopped after 2 of 30 epochs enters TPE's model as if its 2-epoch score were final, and a trial
 that raised after some epochs also counts as complete. Here the trial marks its last report
 `finished=True` only when it ran to its end (all epochs, or its own patience); any other ending
-is told as PRUNED (its per-epoch values were already reported as intermediate values, which is
-what TPE uses to rank pruned trials), and errors as FAIL without a value.
+is told as PRUNED (its per-epoch values, the last included, are its intermediate values, which is
+what TPE uses to rank pruned trials), and errors as FAIL without a value. The study lives in the run
+folder (`journal`): `optuna.load_study` shows each trial with the Ray trial id as a user attribute.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
@@ -37,7 +41,25 @@ def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
     return out
 
 
+RAY_TRIAL_ID = "ray_trial_id"  # the user attribute that links an Optuna trial to its row of trials.csv
+STUDY_NAME = "search"
+LOST = "lost"  # user attribute of a trial asked for just before a hard kill, and never run
+
+
+def journal(path: Path) -> JournalStorage:
+    """The run's Optuna study on disk, as Optuna's own tools open it: an append-only journal file
+    (one writer here, the driver; it needs no database and survives a crash mid-write)."""
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
 class HonestOptunaSearch(OptunaSearch):
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -48,10 +70,30 @@ class HonestOptunaSearch(OptunaSearch):
             state, value = optuna.trial.TrialState.FAIL, None
         elif result is None or not result.get(FINISHED):
             state, value = optuna.trial.TrialState.PRUNED, None
+            # its last epoch reaches Ray as the final result, not as an intermediate one: report it, or a
+            # trial stopped at its first rung would enter TPE with no value at all
+            last = None if result is None else result.get(self.metric)
+            step = None if result is None else result.get("training_iteration")
+            if (isinstance(last, (int, float)) and math.isfinite(last) and isinstance(step, int)
+                    and step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values):
+                ot_trial.report(last, step)
         else:
             state = optuna.trial.TrialState.COMPLETE
-        self._ot_study.tell(ot_trial, value, state=state)
+        finished = self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        if not finished:  # a trial told before an interruption, rerun on --resume: the journal has it already
+            self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """On --resume. A search killed hard (kill -9) may have asked Optuna for a trial after Ray last
+        saved this searcher: the journal has it, running, and Ray will never run it. Marked failed,
+        with why, so the stored study holds no trial that runs forever."""
+        super().restore(checkpoint_path)
+        storage, known = self._ot_study._storage, {t._trial_id for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                storage.set_trial_user_attr(frozen._trial_id, LOST, "asked just before the search was killed; never run")
+                storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
@@ -64,10 +106,12 @@ class HonestOptunaSearch(OptunaSearch):
 
 
 def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str,
-                  trials: int) -> HonestOptunaSearch:
+                  trials: int, study: Path | None = None) -> HonestOptunaSearch:
     """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline and
     its variants) are evaluated first, then random draws (a fifth of the trials, at least 3), then TPE.
-    The space comes from the Tuner's param_space (see `to_tune`)."""
+    The space comes from the Tuner's param_space (see `to_tune`). With `study`, the Optuna study is
+    kept in that journal file (see `journal`)."""
     startup = len(warm_start) + max(3, trials // 5)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode)
+    return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode,
+                              study_name=STUDY_NAME, storage=journal(study) if study is not None else None)

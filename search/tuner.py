@@ -26,6 +26,9 @@ from search.tables import collect
 from search.trial import DIVERGED, run_trial
 
 
+STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
+
+
 class _KeepLocalRows:
     """Ray's JSON and CSV loggers copy a restarting trial's file back from the run's storage, which Ray
     syncs only every so often. Population Based Training pauses and restarts trials all the time: that
@@ -90,7 +93,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         if not trials.empty:
             progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
     else:
-        tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks)
+        tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks, run_dir)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
@@ -123,7 +126,8 @@ def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim]) ->
 
 
 def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
-              scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list) -> tune.Tuner:
+              scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list,
+              run_dir: Path) -> tune.Tuner:
     # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
     # declares one); given to each, not to TuneConfig, which would pass the objective to both.
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
@@ -136,7 +140,8 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         random.seed(seed)  # PBT's explore draws from Python's and NumPy's global generators
         np.random.seed(seed)
     else:
-        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials)
+        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials,
+                                 study=run_dir / STUDY_FILE)
         concurrency = plan.concurrency
     return tune.Tuner(
         trainable,

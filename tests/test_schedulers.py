@@ -40,16 +40,16 @@ def test_each_builds_rays_scheduler_from_the_plan():
 
 
 def test_a_plan_names_its_scheduler_and_old_plans_meant_asha():
-    """The budget picks the scheduler (shapes on a CPU: no early stopping, with its reason); --scheduler
-    overrides it; a smoke run keeps the registry's default, early stopping included."""
-    assert plan().scheduler == "fifo" and "Spearman" in plan().why
+    """The budget picks the scheduler (shapes on a CPU: ASHA from epoch 4, with its reason); --scheduler
+    overrides it (and the budget's reason goes); a smoke run keeps the registry's default."""
+    assert plan().scheduler == "asha" and "Spearman" in plan().why and plan().grace_epochs == 4
 
     def planned(**kw):
         return make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
                          concurrency=None, cpus_per_trial=None, gpus_per_trial=None, **kw)
 
-    chosen = planned(smoke=False, scheduler="asha")
-    assert chosen.scheduler == "asha" and chosen.why == ""
+    chosen = planned(smoke=False, scheduler="fifo")
+    assert chosen.scheduler == "fifo" and chosen.why == ""
     assert planned(smoke=True).scheduler == schedulers.DEFAULT == "asha"
     gpu = make_plan(shapes.EXPERIMENT, Hardware(cpus=16, gpus=1), trials=None, max_epochs=None, time_budget_min=None,
                     concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
@@ -79,7 +79,7 @@ def test_report_sections_name_their_scheduler_and_show_the_correlations():
                             (("a", 0.3), ("b", 0.2), ("c", 0.1)) for e in range(1, 7)])
     trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3, "epochs_run": [6] * 3,
                            "best_val_acc": [1.8, 1.2, 0.6]})
-    record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max", "plan": plan().as_dict()}
+    record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max", "plan": plan(grace_epochs=2).as_dict()}
     asha = schedulers.get("asha").report_section(Run(Path("."), record, trials, history))
     fifo = schedulers.get("fifo").report_section(Run(Path("."), record, trials, history))
     assert asha.startswith("## Early stopping: did ASHA's rungs rank trials right?")
@@ -107,7 +107,7 @@ def test_scheduler_and_tpe_rank_on_the_plans_metric(tmp_path, rank_on, metric, m
     assert (p.rank_metric, p.rank_mode) == (metric, mode)
     space = run.searched_space(shapes.EXPERIMENT, {})
     tuner = new_tuner(shapes.EXPERIMENT, lambda config: None, {**shapes.DEFAULTS, "epochs": 2, "seed": 0}, space,
-                      p, schedulers.of_plan(p), 0, "x", str(tmp_path), [])
+                      p, schedulers.of_plan(p), 0, "x", str(tmp_path), [], tmp_path)
     config = tuner._local_tuner._tune_config
     assert config.metric is None and config.mode is None
     assert (config.scheduler._metric, config.scheduler._mode) == (metric, mode)

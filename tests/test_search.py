@@ -110,6 +110,40 @@ def test_asha_stops_reach_optuna_as_pruned(finished_run):
     assert study.loc[study["state"] == "COMPLETE", "value"].notna().all()
 
 
+def stored_study_matches_trials_csv(run_dir: Path) -> None:
+    """The run's Optuna study, opened as a user would (optuna.load_study on the journal), holds one
+    trial per row of trials.csv with the same state, params and (completed) value, linked by the Ray
+    trial id; a stopped trial's last epoch is among its intermediate values (what TPE ranks it by)."""
+    import optuna
+
+    from search.io import read_csv
+    from search.searcher import LOST, RAY_TRIAL_ID, STUDY_NAME, journal
+
+    trials = read_csv(run_dir / "trials.csv").set_index("trial_id")
+    metric = json.loads((run_dir / "run.json").read_text())["plan"]["rank_metric"]
+    study = optuna.load_study(study_name=STUDY_NAME, storage=journal(run_dir / "optuna.journal"))
+    lost = [t for t in study.trials if LOST in t.user_attrs]  # asked just before a kill -9, never run
+    assert all(t.state.name == "FAIL" for t in lost) and len(lost) <= 1
+    kept = [t for t in study.trials if LOST not in t.user_attrs]
+    assert sorted(t.user_attrs[RAY_TRIAL_ID] for t in kept) == sorted(trials.index)
+    state = {"completed": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"}
+    for t in kept:
+        row = trials.loc[t.user_attrs[RAY_TRIAL_ID]]
+        assert t.state.name == state[row["status"]]
+        for key, value in t.params.items():
+            assert row[key] == (pytest.approx(value) if isinstance(value, float) else value)
+        if row["status"] == "completed":
+            assert t.value == pytest.approx(row[f"last_{metric}"])
+        if row["status"] == "stopped":
+            assert t.intermediate_values[int(row["epochs_run"])] == pytest.approx(row[f"last_{metric}"])
+
+
+def test_the_stored_optuna_study_matches_trials_csv(finished_run):
+    code, run_dir, trials, _ = finished_run
+    assert {"completed", "stopped", "failed"} <= set(trials["status"])
+    stored_study_matches_trials_csv(run_dir)
+
+
 def test_same_seed_same_trials(finished_run, tmp_path):
     """Concurrency 1: the seeded sampler proposes the same configs in the same order."""
     _, _, trials, _ = finished_run
@@ -154,6 +188,7 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     assert list(kept["epochs_run"]) == list(done_before["epochs_run"])  # not run again
     history = pd.read_csv(tmp_path / "shapes" / "r" / "history.csv")
     assert not history.duplicated(["trial_id", "epoch"]).any()
+    stored_study_matches_trials_csv(tmp_path / "shapes" / "r")
 
 
 @pytest.mark.slow
