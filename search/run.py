@@ -30,7 +30,7 @@ from typing import Any
 import ray
 
 from datasets.files import atomic_write
-from search import analyse, cli, experiments, record, schedulers, stages
+from search import analyse, cli, experiments, record, schedulers, stages, warm
 from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import write_csv
@@ -73,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a crashed trial, each from its last checkpoint (default 2)")
+    p.add_argument("--warm-start-from", nargs="+", default=[], metavar="RUN_DIR",
+                   help="tell Optuna the finished trials of earlier runs of this experiment that fit this space")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
     p.add_argument("--settings", metavar="A,B,...", help="one search per value of the experiment's `setting` "
                    "(e.g. cls,cnt,multitask), each named NAME-<setting>, then a table comparing them")
@@ -237,6 +239,13 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         raise UserError(f"{results}: cannot write results there ({e.strerror}); pass --results DIR") from None
     if args.address:
         check_reachable(args.address)
+    # absolute, as --data-dir: a resumed run may start from another folder
+    warm_from = [Path(d).expanduser().resolve() for d in args.warm_start_from]
+    args.warm_start_from = [str(d) for d in warm_from]
+    if any(d == run_dir for d in warm_from):
+        raise UserError(f"--warm-start-from {run_dir}: that is this run; name earlier runs")
+    if not args.resume:  # a resumed run's study has them already
+        warm.check_runs(warm_from, exp)
 
     def plan_for(hw: Hardware):
         return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
@@ -252,7 +261,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         exp=exp, run_dir=run_dir, name=name, argv=argv if "--name" in argv else [*argv, "--name", name],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, base=base, pinned=pinned,
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
-        storage=args.storage)
+        storage=args.storage, warm_start_from=[] if args.resume else warm_from)
 
 
 def run_stages(request: stages.Request, args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.experiment import Choice, Dim, Float, Int
 from search.protocol import FINISHED
+from search.warm import FROM_RUN
 
 
 def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
@@ -84,6 +85,15 @@ class HonestOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 
+    def __init__(self, *args, prior: list[optuna.trial.FrozenTrial] | None = None, **kwargs):
+        self._prior = prior or []  # earlier runs' trials (search/warm.py), told once when the study is made
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        if self._prior and not any(FROM_RUN in t.user_attrs for t in self._ot_study.get_trials(deepcopy=False)):
+            self._ot_study.add_trials(self._prior)
+
     def restore(self, checkpoint_path: str) -> None:
         """On --resume. A search killed hard (kill -9) may have asked Optuna for a trial after Ray last
         saved this searcher: the journal has it, running, and Ray will never run it. Marked failed,
@@ -106,12 +116,15 @@ class HonestOptunaSearch(OptunaSearch):
 
 
 def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str,
-                  trials: int, study: Path | None = None) -> HonestOptunaSearch:
+                  trials: int, study: Path | None = None,
+                  prior: list[optuna.trial.FrozenTrial] | None = None) -> HonestOptunaSearch:
     """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline and
     its variants) are evaluated first, then random draws (a fifth of the trials, at least 3), then TPE.
     The space comes from the Tuner's param_space (see `to_tune`). With `study`, the Optuna study is
-    kept in that journal file (see `journal`)."""
+    kept in that journal file (see `journal`); `prior` trials (--warm-start-from) are told first, and
+    count towards the random start like any other."""
     startup = len(warm_start) + max(3, trials // 5)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode,
-                              study_name=STUDY_NAME, storage=journal(study) if study is not None else None)
+                              study_name=STUDY_NAME, storage=journal(study) if study is not None else None,
+                              prior=prior)

@@ -29,7 +29,7 @@ import pandas as pd
 import ray
 import torch
 
-from search import experiments, retraining, schedulers
+from search import experiments, retraining, schedulers, warm
 from search import report as report_md
 from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
@@ -59,6 +59,7 @@ class Request:
     resume: bool = False
     retrain: bool = True
     storage: str | None = None
+    warm_start_from: list[Path] = field(default_factory=list)  # earlier runs whose trials Optuna is told
 
 
 @dataclass
@@ -71,6 +72,7 @@ class RunContext:
     storage: str | None = None
     resume: bool = False
     print: Callable[..., None] = field(default=functools.partial(print, flush=True))
+    prior: list[optuna.trial.FrozenTrial] = field(default_factory=list)  # --warm-start-from (search/warm.py)
 
     @property
     def plan(self) -> Plan:
@@ -115,6 +117,13 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         raise UserError("every parameter this budget searches is pinned by --set: nothing left to search; "
                         "add --full-space")
     scheduler = schedulers.of_plan(plan)
+    prior, warm_lines = [], []
+    if request.warm_start_from:
+        if scheduler.proposes_configs:
+            raise UserError(f"--warm-start-from tells Optuna's TPE earlier trials; --scheduler {scheduler.name} "
+                            "proposes configs without it: leave one out")
+        prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
+                                                plan.rank_metric or exp.objective)
     batch = base["batch_size"]
     ips = images_per_second(exp.task, base, data.train.x[:batch], data.train.y[:batch], plan.cpus_per_trial,
                             torch.device("cuda" if plan.gpus_per_trial else "cpu"))
@@ -131,8 +140,10 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         record.write(run_dir)
-    ctx = RunContext(exp, run_dir, record, data, space, request.storage, request.resume)
+    ctx = RunContext(exp, run_dir, record, data, space, request.storage, request.resume, prior=prior)
     print_plan(ctx, hw, ips, request.retrain)
+    for line in warm_lines:
+        ctx.print(line)
     return ctx
 
 
@@ -167,7 +178,7 @@ def search(ctx: RunContext) -> bool:
         return True
     plan, t0 = ctx.plan, time.monotonic()
     grid = run_search(ctx.exp, ctx.data, ctx.record.base_config, ctx.space, plan, ctx.run_dir,
-                      seed=ctx.record.seed, resume=ctx.resume, storage=ctx.storage)
+                      seed=ctx.record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior)
     done = not (len(grid) - grid.num_terminated - grid.num_errors > 0
                 or (len(grid) < plan.trials and not plan.time_budget_min))
     # the record holds the earlier attempts' wall time too (prepare read it back on --resume)

@@ -14,6 +14,7 @@ import pandas as pd
 from search.analyse import Run
 from search.experiment import Choice, Dim, Float, Int, matches, warm_start
 from search.stats import rank_corr
+from search.warm import distribution
 
 NEAR_BOUND = 0.05  # a value in the outer 5% of its range (in log space for log dimensions) is "near a bound"
 MIN_TRIALS_IMPORTANCE = 5
@@ -60,14 +61,6 @@ def bound_flags(run: Run, space: dict[str, Dim], limits: dict[str, Any] | None =
     return flags
 
 
-def _distribution(dim: Dim) -> optuna.distributions.BaseDistribution:
-    if isinstance(dim, Float):
-        return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
-    if isinstance(dim, Int):
-        return optuna.distributions.IntDistribution(dim.low, dim.high, log=dim.log)
-    return optuna.distributions.CategoricalDistribution(list(dim.options))
-
-
 def _param(value: Any, dim: Dim) -> Any:
     if isinstance(dim, Choice):  # CSV gives 64 or "64" or "adam": match the option by its text
         return next(o for o in dim.options if str(o) == str(value))
@@ -87,7 +80,7 @@ def importance(run: Run, space: dict[str, Dim]) -> tuple[dict[str, float], str]:
     varied = {k: d for k, d in space.items() if usable[k].nunique() > 1}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line in the output
     study = optuna.create_study(direction="maximize" if run.mode == "max" else "minimize")
-    dists = {k: _distribution(d) for k, d in varied.items()}
+    dists = {k: distribution(d) for k, d in varied.items()}
     for _, row in usable.iterrows():
         study.add_trial(optuna.trial.create_trial(params={k: _param(row[k], d) for k, d in varied.items()},
                                                   distributions=dists, value=float(row[column])))

@@ -68,7 +68,7 @@ def quiet() -> None:
 
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
                run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
-               print_fn=None) -> tune.ResultGrid:
+               print_fn=None, prior: list | None = None) -> tune.ResultGrid:
     storage_path, name = tune_location(run_dir, storage)
     tune_dir = Path(storage_path) / name
     scheduler = schedulers.of_plan(plan)
@@ -93,7 +93,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         if not trials.empty:
             progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
     else:
-        tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks, run_dir)
+        tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks, run_dir,
+                          prior)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
@@ -127,7 +128,7 @@ def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim]) ->
 
 def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
               scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list,
-              run_dir: Path) -> tune.Tuner:
+              run_dir: Path, prior: list | None = None) -> tune.Tuner:
     # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
     # declares one); given to each, not to TuneConfig, which would pass the objective to both.
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
@@ -141,7 +142,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         np.random.seed(seed)
     else:
         searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials,
-                                 study=run_dir / STUDY_FILE)
+                                 study=run_dir / STUDY_FILE, prior=prior)
         concurrency = plan.concurrency
     return tune.Tuner(
         trainable,

@@ -144,6 +144,43 @@ def test_the_stored_optuna_study_matches_trials_csv(finished_run):
     stored_study_matches_trials_csv(run_dir)
 
 
+def test_warm_start_from_an_earlier_run_tells_optuna_its_finished_trials(finished_run, tmp_path, capsys):
+    """The new study starts with the earlier run's completed trials (their last ranking value) and
+    its stopped ones (pruned, with their epochs), linked to them; failed ones carry no value."""
+    import optuna
+
+    from search.io import read_csv
+    from search.searcher import STUDY_NAME, journal
+    from search.warm import FROM_RUN, FROM_TRIAL
+
+    _, earlier, _, _ = finished_run
+    trials = read_csv(earlier / "trials.csv")
+    capsys.readouterr()
+    assert search(tmp_path, "w", "--trials", "2", "--max-epochs", "1", "--concurrency", "1", "--set", "hidden=0",
+                  "--set", "schedule=constant", "--seed", "1", "--warm-start-from", str(earlier)) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name=STUDY_NAME, storage=journal(tmp_path / "shapes" / "w" / "optuna.journal"))
+    told = {t.user_attrs[FROM_TRIAL]: t for t in study.trials if FROM_RUN in t.user_attrs}
+    usable = trials[trials["status"].isin(["completed", "stopped"])].set_index("trial_id")
+    assert set(told) == set(usable.index) and len(study.trials) == len(told) + 2
+    for tid, t in told.items():
+        row = usable.loc[tid]
+        assert t.state.name == ("COMPLETE" if row["status"] == "completed" else "PRUNED")
+        if row["status"] == "completed":
+            assert t.value == pytest.approx(row["last_val_rank_loss"])
+        assert t.params["lr"] == pytest.approx(row["lr"])
+    failed = int((trials["status"] == "failed").sum())
+    assert f"warm start: {len(told)} trials of {earlier} told to Optuna" in out
+    assert (f"{failed} without a value" in out) == (failed > 0)
+
+
+def test_warm_start_from_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    assert search(tmp_path, "w", "--warm-start-from", str(tmp_path / "nothing")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--warm-start-from" in err and "not a run folder" in err
+    assert not (tmp_path / "shapes" / "w").exists()
+
+
 def test_same_seed_same_trials(finished_run, tmp_path):
     """Concurrency 1: the seeded sampler proposes the same configs in the same order."""
     _, _, trials, _ = finished_run
