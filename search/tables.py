@@ -41,13 +41,16 @@ def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows[start:]
 
 
-def _with_checkpointed_epochs(rows: list[dict[str, Any]], trial_dir: Path) -> list[dict[str, Any]]:
+def _with_checkpointed_epochs(rows: list[dict[str, Any]], *trial_dirs: Path) -> list[dict[str, Any]]:
     """Ray copies a trial's result.json to the run folder every few checkpoints, not at each: a run
     interrupted in between loses the newest rows there, though the trial's checkpoint (and, after
     --resume, its training) went past them. The checkpoint holds its history (trial.HISTORY_FILE):
     epochs missing from result.json are taken from it. (Under Population Based Training, epochs a
-    trial skipped by taking an older trial's weights come from that lineage.)"""
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/history.json"))
+    trial skipped by taking an older trial's weights come from that lineage.) `trial_dirs`: the
+    trial's folder where result.json was read (Ray's staging folder, during a search) and its folder
+    in the run's storage, where Ray writes the checkpoints."""
+    checkpoints = sorted({p for d in trial_dirs for p in d.glob("checkpoint_*/history.json")},
+                         key=lambda p: p.parent.name)
     if not checkpoints or not rows or "epoch" not in rows[0]:
         return rows
     try:
@@ -109,7 +112,8 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
             continue  # a trial Ray is creating right now: its params.json is not written yet
         if not isinstance(params, dict):
             continue
-        rows = _with_checkpointed_epochs(_latest_per_epoch(_read_results(trial_dir)), trial_dir)
+        rows = _with_checkpointed_epochs(_latest_per_epoch(_read_results(trial_dir)), trial_dir,
+                                         tune_dir / trial_dir.name)
         trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):

@@ -275,3 +275,38 @@ def test_every_model_uses_its_one_dropout_rate_in_every_dropout_layer(name):
     model = exp.task.build_model({**exp.defaults, "dropout": 0.37})
     rates = [m.p for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     assert rates and all(p == 0.37 for p in rates)
+
+
+@pytest.mark.slow
+def test_a_pbt_search_resumes_after_ctrl_c(tmp_path, generated_cache):
+    """Ctrl-C in the middle of a PBT search (trials paused and cloned on the way) exits 130 naming
+    --resume; the resumed search ends every trial with all its epochs, none twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from search import cli, run
+    from search.io import read_csv
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VISION_HPSEARCH_CACHE": str(generated_cache)}
+    cmd = [sys.executable, "-m", "search.run", *PBT_ARGS, "--no-retrain", "--results", str(tmp_path), "--name", "c"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    history_csv = tmp_path / "shapes" / "c" / "history.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # a few epochs in: checkpoints are saved as each epoch ends
+        if len(list((tmp_path / "shapes" / "c").glob("tune/*/checkpoint_*"))) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--name c --resume" in err, err[-2000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+        assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "c", "--resume"]) == 0
+    trials, history = read_csv(tmp_path / "shapes" / "c" / "trials.csv"), read_csv(history_csv)
+    assert list(trials["status"]) == ["completed"] * 4
+    assert all(sorted(h["epoch"]) == [1, 2, 3, 4] for _, h in history.groupby("trial_id"))
