@@ -14,6 +14,7 @@ Command line:
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -47,6 +48,15 @@ for _p, (_i, _j) in enumerate(PAIRS):
     _PAIR_INDEX[_i, _j] = _p
 
 
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_index_on(device: torch.device) -> torch.Tensor:
+    """The table on `device`, copied once: `encode` runs in every loss step, and a copy from the host
+    there would wait for the GPU each step."""
+    return _PAIR_INDEX.to(device)
+
+
 # ---------------------------------------------------------------- class encoding
 
 
@@ -56,7 +66,7 @@ def encode(counts: torch.Tensor) -> torch.Tensor:
     k = torch.arange(6, device=counts.device)
     lo = torch.where(present, k, 6).min(dim=1).values  # lower kind index
     hi = torch.where(present, k, -1).max(dim=1).values  # higher kind index
-    pair = _PAIR_INDEX.to(counts.device)[lo, hi]
+    pair = _pair_index_on(counts.device)[lo, hi]
     n_lo = counts.gather(1, lo[:, None]).squeeze(1)
     return pair * 9 + (n_lo - 1)
 

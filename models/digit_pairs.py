@@ -12,6 +12,7 @@ Outputs are float32 even under autocast. build(name, dropout) makes one from the
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import pairwise
 
@@ -44,6 +45,12 @@ def _mlp(dims: list[int], dropout: float, last_act: bool = False) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+@functools.lru_cache(maxsize=16)
+def _le_mask_on(device: torch.device) -> torch.Tensor:
+    """The mask on `device`, copied once (a copy from the host in every loss step waits for the GPU)."""
+    return _LE_MASK.to(device)
+
+
 def comparison_logit(digit_logits: torch.Tensor) -> torch.Tensor:
     """logit of P(d1 <= d2) for (N, 2, 10) digit logits, the two digits taken as independent.
 
@@ -52,7 +59,7 @@ def comparison_logit(digit_logits: torch.Tensor) -> torch.Tensor:
     """
     logp = torch.log_softmax(digit_logits.float(), dim=-1)
     joint = logp[:, 0, :, None] + logp[:, 1, None, :]  # (N, 10, 10): log p1_i + log p2_j
-    mask = _LE_MASK.to(joint.device)
+    mask = _le_mask_on(joint.device)
     log_le = joint.masked_fill(~mask, -math.inf).flatten(1).logsumexp(1)
     log_gt = joint.masked_fill(mask, -math.inf).flatten(1).logsumexp(1)
     return log_le - log_gt

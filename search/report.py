@@ -86,7 +86,8 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
     seeds = sorted(run.retrain["seed"].unique().tolist())
     out.append(f"Seeds: {', '.join(map(str, seeds))} (none of them used by a search trial). The paired difference "
                "compares each tuned run with the baseline run of the same seed; its interval is Student's t over "
-               "seeds (with 2 or 3 seeds it is wide, and an accuracy's may leave [0, 1]: the runs are listed beside it).\n")
+               "seeds (with 2 or 3 seeds it is wide, and an accuracy's may leave [0, 1]: the runs are listed "
+               "beside it).\n")
     out.append(_link(report_plots.metric_by_label(run.retrain, metric, fig_dir / "retrain_test.png"),
                      f"{metric} per retrained config"))
     return "\n".join(out)

@@ -264,11 +264,20 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         storage=args.storage, warm_start_from=[] if args.resume else warm_from)
 
 
+def check_storage(hw: Hardware, storage: str | None) -> None:
+    """Without --storage Ray keeps every trial's checkpoints in the driver's run folder, which the other
+    nodes of a cluster cannot write: their trials would fail at their first epoch."""
+    if hw.nodes > 1 and not storage:
+        raise UserError(f"the cluster has {hw.nodes} nodes: pass --storage DIR, a folder every node sees "
+                        "(a shared file system or a URI such as s3://bucket/path), for the trials' checkpoints")
+
+
 def run_stages(request: stages.Request, args: argparse.Namespace) -> int:
     """prepare -> search -> retrain -> report; the exit code (130: interrupted, resumable)."""
     exp, run_dir = request.exp, request.run_dir
     retrain_interrupted = False
     with ray_session(args, local_hardware() if not args.address else Hardware(cpus=1, gpus=0)) as hw:
+        check_storage(hw, request.storage)
         ctx = stages.prepare(request, hw)
         ctx.print(f"results: {run_dir}" + (f"; Ray's logs: {ray_logs()}" if ray_logs() else ""))
         complete = stages.search(ctx)

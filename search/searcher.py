@@ -102,7 +102,8 @@ class HonestOptunaSearch(OptunaSearch):
         storage, known = self._ot_study._storage, {t._trial_id for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen._trial_id not in known:
-                storage.set_trial_user_attr(frozen._trial_id, LOST, "asked just before the search was killed; never run")
+                storage.set_trial_user_attr(frozen._trial_id, LOST,
+                                            "asked just before the search was killed; never run")
                 storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

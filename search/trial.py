@@ -31,9 +31,20 @@ DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial d
 
 
 def trial_device() -> torch.device:
+    """The GPU Ray assigned this worker, or the CPU when it assigned none. Ray sets CUDA_VISIBLE_DEVICES
+    to the assigned GPU(s), so ours is the first visible one; a GPU assigned to a worker whose torch
+    sees no CUDA (a CPU-only torch on a GPU node) is an error, not a silent run on the CPU."""
     gpus = ray.get_gpu_ids()
-    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU(s), so the first visible device is ours.
-    return torch.device("cuda:0" if gpus and torch.cuda.is_available() else "cpu")
+    if not gpus:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise RuntimeError(f"Ray assigned GPU {gpus[0]} to this trial, but torch here sees no CUDA device "
+                           f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={visible!r}): install a CUDA "
+                           "build of torch on this node, or run with --gpus-per-trial 0")
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)  # kernels and allocations of this worker go to its own GPU
+    return device
 
 
 def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict | None:
@@ -62,8 +73,8 @@ def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
     if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK):
         try:
             return _state_saved_in(SHARED_MEMORY, make_state)
-        except OSError:
-            pass  # shared memory full
+        except (OSError, RuntimeError):  # shared memory full (a container's is 64 MB): torch.save raises
+            pass  # RuntimeError ("file write failed"), a plain write OSError
     return _state_saved_in(None, make_state)
 
 

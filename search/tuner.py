@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import optuna
 from ray import tune
-from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search import schedulers, tail_resources
 from search.experiment import Data, Dim, Experiment, warm_start
@@ -24,7 +24,6 @@ from search.progress import Progress
 from search.searcher import make_searcher, to_tune
 from search.tables import collect
 from search.trial import DIVERGED, run_trial
-
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
 

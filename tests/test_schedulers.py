@@ -79,7 +79,8 @@ def test_report_sections_name_their_scheduler_and_show_the_correlations():
                             (("a", 0.3), ("b", 0.2), ("c", 0.1)) for e in range(1, 7)])
     trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3, "epochs_run": [6] * 3,
                            "best_val_acc": [1.8, 1.2, 0.6]})
-    record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max", "plan": plan(grace_epochs=2).as_dict()}
+    record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max",
+              "plan": plan(grace_epochs=2).as_dict()}
     asha = schedulers.get("asha").report_section(Run(Path("."), record, trials, history))
     fifo = schedulers.get("fifo").report_section(Run(Path("."), record, trials, history))
     assert asha.startswith("## Early stopping: did ASHA's rungs rank trials right?")

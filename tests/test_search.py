@@ -237,7 +237,8 @@ def test_two_node_cluster_via_address(tmp_path):
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
-        code = search(tmp_path, "c", "--trials", "2", "--max-epochs", "1", "--address", cluster.address)
+        code = search(tmp_path, "c", "--trials", "2", "--max-epochs", "1", "--address", cluster.address,
+                      "--storage", str(tmp_path / "shared"))  # several nodes: a folder all of them see
     finally:
         ray.shutdown()
         cluster.shutdown()

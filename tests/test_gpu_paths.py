@@ -1,0 +1,73 @@
+"""The GPU and cluster paths, shown on a CPU (issue: ready for GPU clusters): the device a trial trains
+on, the checkpoint's shared-memory fallback when /dev/shm is full, no host-to-device copy of the
+class-encoding table per step, fp16 refused, several nodes without a shared --storage refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from search import cli, run, trial
+from search.config import UserError
+from search.plan import Hardware
+
+
+def test_a_trial_trains_on_the_gpu_ray_gave_it_and_fails_loudly_without_cuda(monkeypatch):
+    monkeypatch.setattr(trial.ray, "get_gpu_ids", lambda: [])
+    assert trial.trial_device() == torch.device("cpu")
+    monkeypatch.setattr(trial.ray, "get_gpu_ids", lambda: [3])  # Ray's id; CUDA_VISIBLE_DEVICES=3 makes it cuda:0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="assigned GPU 3 to this trial, but torch here sees no CUDA"):
+        trial.trial_device()
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert trial.trial_device() == torch.device("cuda", 0) and chosen == [torch.device("cuda", 0)]
+
+
+def test_a_full_shared_memory_falls_back_to_the_temp_folder_when_torch_save_fails(tmp_path, monkeypatch):
+    """torch.save reports a failed write as RuntimeError ("file write failed"), not OSError: a
+    container's 64 MB /dev/shm, smaller than one shapes checkpoint, must not fail the trial."""
+    import tempfile
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(trial, "SHARED_MEMORY", shm)
+    real_save = torch.save
+
+    def save(obj, path, *a, **k):
+        if Path(path).is_relative_to(shm):
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        return real_save(obj, path, *a, **k)
+    monkeypatch.setattr(torch, "save", save)
+    with trial.written_checkpoint(lambda snapshot: {"w": torch.ones(2), "history": []}) as d:
+        assert Path(d).parent == Path(tempfile.gettempdir()) and (Path(d) / trial.STATE_FILE).is_file()
+    assert list(shm.iterdir()) == []
+
+
+def test_the_class_table_reaches_a_device_once_not_every_step():
+    from datasets import shapes
+
+    shapes._pair_index_on.cache_clear()
+    counts = torch.tensor([[3, 7, 0, 0, 0, 0], [0, 0, 5, 5, 0, 0]])
+    for _ in range(3):  # three loss steps
+        shapes.encode(counts)
+    assert shapes._pair_index_on.cache_info().misses == 1 and shapes._pair_index_on.cache_info().hits == 2
+
+
+def test_fp16_is_refused_in_one_line(capsys):
+    assert cli.run(run.main, ["shapes", "--set", "precision=fp16", "--smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "precision='fp16' is not one of auto, fp32, bf16" in err
+
+
+def test_several_nodes_need_a_storage_all_of_them_see():
+    """Without --storage, Ray keeps trial data in the driver's run folder: trials on other nodes would
+    fail at their first checkpoint. Refused before anything runs."""
+    run.check_storage(Hardware(cpus=8, gpus=0, nodes=1), None)  # one node: the run folder serves
+    run.check_storage(Hardware(cpus=8, gpus=0, nodes=3), "/mnt/shared/ray")
+    with pytest.raises(UserError, match="3 nodes: pass --storage"):
+        run.check_storage(Hardware(cpus=8, gpus=0, nodes=3), None)
