@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -128,6 +129,14 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
                         "check `ray status` on the head node, or leave --address out to run locally") from None
 
 
+# Ray's token authentication: a client without the cluster's token is refused, with errors that do not
+# say so plainly (InvalidAuthToken, Unauthenticated) or after a long wait.
+AUTH_ERROR = re.compile(r"auth|token|unauthenticated", re.IGNORECASE)
+TOKEN_HINT = ("if its nodes run with token authentication (RAY_AUTH_MODE=token), set RAY_AUTH_MODE=token here too "
+              "and give this machine the head's token (its ~/.ray/auth_token copied here, or RAY_AUTH_TOKEN); "
+              "`ray status` here must work first")
+
+
 @contextlib.contextmanager
 def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
     """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
@@ -144,8 +153,10 @@ def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
             ray.init(num_cpus=int(hw.cpus), num_gpus=int(hw.gpus), **common)
     except (ConnectionError, RuntimeError, ValueError) as e:
         if args.address:
-            raise UserError(f"--address {args.address}: cannot join that Ray cluster ({str(e).splitlines()[0]}); "
-                            "check `ray status` there, or leave --address out to run locally") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--address {args.address}: cannot join that Ray cluster ({first}); "
+                            + (TOKEN_HINT if AUTH_ERROR.search(str(e)) or not os.environ.get("RAY_AUTH_MODE") else
+                               "check `ray status` there, or leave --address out to run locally")) from None
         raise
     try:
         cli.stop_on_sigterm()

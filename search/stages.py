@@ -39,6 +39,7 @@ from search.plan import Hardware, Plan, estimate_minutes
 from search.protocol import STATUSES
 from search.record import RunRecord
 from search.tables import best_trial
+from search.trial import trial_device
 from search.tuner import run_search
 
 
@@ -107,6 +108,9 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     exp, run_dir = request.exp, request.run_dir
     previous = RunRecord.read(run_dir) if request.resume else None
     plan = previous.plan if previous is not None else request.make_plan(hw)
+    if previous is not None:  # a plan made for other hardware would wait forever for what is not here
+        check_resources(plan.cpus_per_trial, plan.gpus_per_trial, hw, "this run's trials",
+                        "resume it where the cluster has them")
     data = cut_to_plan(request.data, plan)
     base = {**request.base, "epochs": plan.max_epochs, "seed": request.options["seed"]}
     if previous is not None and previous.base_config != base:
@@ -125,8 +129,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
                                                 plan.rank_metric or exp.objective)
     batch = base["batch_size"]
-    ips = images_per_second(exp.task, base, data.train.x[:batch], data.train.y[:batch], plan.cpus_per_trial,
-                            torch.device("cuda" if plan.gpus_per_trial else "cpu"))
+    ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan)
     plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val),
                                          len(data.full_train) if request.retrain else 0, ips,
                                          scheduler.search_epochs(plan))
@@ -145,6 +148,26 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     for line in warm_lines:
         ctx.print(line)
     return ctx
+
+
+def check_resources(cpus: float, gpus: float, hw: Hardware, who: str, then: str) -> None:
+    """One line instead of a wait without end: Ray would queue work that no node can ever take."""
+    if gpus > hw.gpus or cpus > hw.cpus:
+        raise UserError(f"{who} need {cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "") + " each; this Ray "
+                        f"cluster has {hw.cpus:g} CPUs and {hw.gpus:g} GPUs in all: {then}")
+
+
+def _throughput_task(exp_name: str, config: dict, x, y, threads: float) -> float:
+    torch.set_num_threads(max(1, int(threads)))
+    # the worker's own device: the GPU Ray gave the task, if any
+    return images_per_second(experiments.get(exp_name).task, config, x, y, threads, trial_device())
+
+
+def measured_throughput(exp: Experiment, config: dict, x, y, plan: Plan) -> float:
+    """Images per second of one trial, timed in a Ray task with a trial's resources: on the device a
+    trial gets (a GPU on a worker node when the head has none), and a GPU context Ray counts."""
+    task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=0)(_throughput_task)
+    return ray.get(task.remote(exp.name, config, x, y, plan.cpus_per_trial))
 
 
 def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None:
@@ -208,11 +231,15 @@ def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = No
             cpus: float | None = None, gpus: float | None = None) -> pd.DataFrame:
     """Retrain with the plan's numbers (or the ones given); KeyboardInterrupt keeps every finished run."""
     plan, t0 = ctx.plan, time.monotonic()
+    cpus, gpus = cpus or plan.cpus_per_trial, plan.gpus_per_trial if gpus is None else gpus
+    res = ray.cluster_resources()
+    check_resources(cpus, gpus, Hardware(res.get("CPU", 0), res.get("GPU", 0)), "the retrain runs",
+                    "pass --gpus-per-run 0 to retrain on CPUs (python -m search.retrain), or run where they are"
+                    if gpus else "pass a smaller --cpus-per-run (python -m search.retrain)")
     try:
         return retraining.retrain(
             ctx.run_dir, ctx.record, ctx.data, top_k=top_k or plan.retrain_top_k, seeds=seeds or plan.retrain_seeds,
-            epochs=epochs or plan.retrain_epochs, cpus=cpus or plan.cpus_per_trial,
-            gpus=plan.gpus_per_trial if gpus is None else gpus, print_fn=ctx.print)
+            epochs=epochs or plan.retrain_epochs, cpus=cpus, gpus=gpus, print_fn=ctx.print)
     finally:
         ctx.record.update(ctx.run_dir, retrain_wall_s=ctx.record.retrain_wall_s + time.monotonic() - t0)
 

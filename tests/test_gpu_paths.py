@@ -71,3 +71,33 @@ def test_several_nodes_need_a_storage_all_of_them_see():
     run.check_storage(Hardware(cpus=8, gpus=0, nodes=3), "/mnt/shared/ray")
     with pytest.raises(UserError, match="3 nodes: pass --storage"):
         run.check_storage(Hardware(cpus=8, gpus=0, nodes=3), None)
+
+
+def test_work_no_node_can_take_is_refused_in_one_line_not_queued_forever():
+    """Resuming a GPU-planned run (or retraining one) where the cluster has no GPU: Ray would queue it
+    for ever. Said in one line, with what to do."""
+    from search.stages import check_resources
+
+    check_resources(1, 0.25, Hardware(cpus=16, gpus=1), "trials", "x")  # fits
+    with pytest.raises(UserError, match=r"need 8 CPU and 0.5 GPU each; this Ray cluster has 2 CPUs and 0 GPUs "
+                                        r"in all: resume it where"):
+        check_resources(8, 0.5, Hardware(cpus=2, gpus=0), "this run's trials", "resume it where the cluster has them")
+    with pytest.raises(UserError, match="need 4 CPU each"):
+        check_resources(4, 0, Hardware(cpus=2, gpus=0), "the retrain runs", "pass a smaller --cpus-per-run")
+
+
+def test_a_cluster_refusing_our_token_is_named_in_the_error(monkeypatch):
+    """With Ray's token authentication a client without the head's token is refused: the one-line
+    error names the token, RAY_AUTH_MODE and RAY_AUTH_TOKEN."""
+    import argparse
+
+    def refuse(**kwargs):
+        raise ConnectionError("GCS rejected the request: InvalidAuthToken (status UNAUTHENTICATED)")
+    monkeypatch.setattr(run.ray, "init", refuse)
+    args = argparse.Namespace(address="10.0.0.5:6379", dashboard=False)
+    with pytest.raises(UserError) as error:
+        with run.ray_session(args, Hardware(cpus=1, gpus=0)):
+            pass
+    text = str(error.value)
+    assert "\n" not in text and "InvalidAuthToken" in text
+    assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN" in text and "~/.ray/auth_token" in text
