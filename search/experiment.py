@@ -153,6 +153,9 @@ class DataOptions:
     download: bool = False
     split_seed: int = 0  # the inner train/validation split
     source: str | None = None  # which of the experiment's data sources (None: its first)
+    # What the loader decided for the run being retrained or resumed (its data info in run.json), so it
+    # loads the same data wherever that happens, e.g. the facades' image size, which depends on a GPU.
+    recorded: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

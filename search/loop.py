@@ -281,6 +281,14 @@ def _check_finite(row: dict[str, float]) -> None:
         raise NonFiniteError(f"not finite at epoch {row.get('epoch')}: {shown}; the configuration diverged")
 
 
+def use_fast_convolutions(device: torch.device) -> None:
+    """On a GPU, let cuDNN time its convolution algorithms once per input shape and keep the fastest
+    (every batch of a run has the same shape, but for the last). The seeds still fix the configs and
+    the data order; the chosen algorithms may differ in the last bits between runs, as GPU sums do."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def with_statistics(task: Task, config: dict, train: Split) -> dict:
     """The config plus what the task derives from its training split (e.g. normalisation), if it
     declares `statistics(train)`; the values travel in the config to prepare() and are saved."""
@@ -303,6 +311,7 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     the run it came from, so it is the whole schedule of the weights trained).
     """
     precision = resolve_precision(config["precision"], device)
+    use_fast_convolutions(device)
     config = with_statistics(task, config, train)
     torch.manual_seed(config["seed"])  # model init and dropout
     model = task.build_model(config).to(device)

@@ -60,7 +60,7 @@ class RunRecord:
         """The data the run used (never downloads again)."""
         o = self.options
         return DataOptions(Path(o["data_dir"]) if o.get("data_dir") else None, False,
-                           split_seed=int(o.get("seed", 0)), source=o.get("source"))
+                           split_seed=int(o.get("seed", 0)), source=o.get("source"), recorded=dict(self.data))
 
     # ------------------------------------------------------------------ the file
 

@@ -73,7 +73,9 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     scheduler = schedulers.of_plan(plan)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
-                             marker_dir=str(run_dir / DIVERGED), tail_dir=str(run_dir) if plan.grow_tail else None,
+                             # with --storage (a cluster), where every node's retry of a trial sees them
+                             marker_dir=str((tune_dir if storage else run_dir) / DIVERGED),
+                             tail_dir=str(run_dir) if plan.grow_tail else None,
                              tracked=tuple(space) if scheduler.changes_config else ()),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,

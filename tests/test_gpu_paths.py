@@ -101,3 +101,31 @@ def test_a_cluster_refusing_our_token_is_named_in_the_error(monkeypatch):
     text = str(error.value)
     assert "\n" not in text and "InvalidAuthToken" in text
     assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN" in text and "~/.ray/auth_token" in text
+
+
+def test_a_retrained_facades_run_keeps_the_image_size_it_was_searched_at(monkeypatch):
+    """The facades size depends on whether the loading machine has a GPU (128 px) or not (64): a run
+    searched at 64 px and retrained on a GPU machine must load 64 px again, as run.json recorded."""
+    from search.experiment import DataOptions
+    from search.experiments import facades as facades_exp
+
+    sizes = []
+
+    def generated(size):
+        sizes.append(size)
+        x = torch.zeros(20, 3, size, size, dtype=torch.uint8)
+        return x, torch.zeros(20, size, size, dtype=torch.long), x[:5], torch.zeros(5, size, size, dtype=torch.long)
+    monkeypatch.setattr(facades_exp.facades, "generated", generated)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the retraining machine has a GPU
+    assert facades_exp.load(DataOptions()).info["size_px"] == 128
+    assert facades_exp.load(DataOptions(recorded={"size_px": 64})).info["size_px"] == 64 and sizes == [128, 64]
+
+
+def test_cudnn_picks_its_fastest_convolutions_on_a_gpu_only(monkeypatch):
+    from search.loop import use_fast_convolutions
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    use_fast_convolutions(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    use_fast_convolutions(torch.device("cuda", 0))
+    assert torch.backends.cudnn.benchmark is True

@@ -52,7 +52,8 @@ class FacadesTask:
 
 
 def load(options: DataOptions) -> Data:
-    size = image_size()
+    # a retrained or resumed run keeps the size it was searched at, whichever machine retrains it
+    size = int(options.recorded.get("size_px") or image_size())
     if options.data_dir is not None:
         train_x, train_y, test_x, test_y = facades.load(options.data_dir, size)
         source = str(options.data_dir)
