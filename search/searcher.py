@@ -118,14 +118,16 @@ class HonestOptunaSearch(OptunaSearch):
 
 def make_searcher(seed: int, warm_start: list[dict[str, Any]], metric: str, mode: str,
                   trials: int, study: Path | None = None,
-                  prior: list[optuna.trial.FrozenTrial] | None = None) -> HonestOptunaSearch:
+                  prior: list[optuna.trial.FrozenTrial] | None = None, concurrency: int = 1) -> HonestOptunaSearch:
     """TPE seeded by `seed`, learning from `metric`; the warm-start points (the hand-tuned baseline and
     its variants) are evaluated first, then random draws (a fifth of the trials, at least 3), then TPE.
     The space comes from the Tuner's param_space (see `to_tune`). With `study`, the Optuna study is
     kept in that journal file (see `journal`); `prior` trials (--warm-start-from) are told first, and
     count towards the random start like any other."""
     startup = len(warm_start) + max(3, trials // 5)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    # Many trials at once (8 per GPU): TPE would propose near-copies of the same point to all of them;
+    # the constant liar counts running trials as bad results, which spreads the proposals.
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=concurrency > 2)
     return HonestOptunaSearch(sampler=sampler, points_to_evaluate=warm_start or None, metric=metric, mode=mode,
                               study_name=STUDY_NAME, storage=journal(study) if study is not None else None,
                               prior=prior)

@@ -143,7 +143,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         np.random.seed(seed)
     else:
         searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials,
-                                 study=run_dir / STUDY_FILE, prior=prior)
+                                 study=run_dir / STUDY_FILE, prior=prior, concurrency=plan.concurrency)
         concurrency = plan.concurrency
     return tune.Tuner(
         trainable,

@@ -129,3 +129,20 @@ def test_cudnn_picks_its_fastest_convolutions_on_a_gpu_only(monkeypatch):
     assert torch.backends.cudnn.benchmark is False
     use_fast_convolutions(torch.device("cuda", 0))
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_a_gpu_is_shared_by_eight_small_trials_and_tpe_spreads_their_proposals():
+    from search.experiments import shapes
+    from search.plan import make_plan
+    from search.searcher import make_searcher
+
+    def plan(hw):
+        return make_plan(shapes.EXPERIMENT, hw, trials=None, max_epochs=None, time_budget_min=None,
+                         concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
+    one = plan(Hardware(cpus=16, gpus=1))  # an H200 box
+    assert (one.gpus_per_trial, one.cpus_per_trial, one.concurrency) == (0.125, 2.0, 8)
+    eight = plan(Hardware(cpus=64, gpus=8))
+    assert (eight.gpus_per_trial, eight.cpus_per_trial, eight.concurrency) == (0.125, 1.0, 64)
+    searcher = make_searcher(0, [], "val_rank_loss", "min", trials=60, concurrency=one.concurrency)
+    assert searcher._sampler._constant_liar
+    assert not make_searcher(0, [], "val_rank_loss", "min", trials=16, concurrency=2)._sampler._constant_liar
