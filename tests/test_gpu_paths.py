@@ -146,3 +146,16 @@ def test_a_gpu_is_shared_by_eight_small_trials_and_tpe_spreads_their_proposals()
     searcher = make_searcher(0, [], "val_rank_loss", "min", trials=60, concurrency=one.concurrency)
     assert searcher._sampler._constant_liar
     assert not make_searcher(0, [], "val_rank_loss", "min", trials=16, concurrency=2)._sampler._constant_liar
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_here():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: benchmarks/gpu_check.py measures instead (minutes)")
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_check.py")], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().count("\n") == 0
+    assert done.stdout.startswith("gpu_check: no CUDA GPU here")
