@@ -28,6 +28,10 @@ class Hardware:
     cpus: float
     gpus: float
     nodes: int = 1
+    # On the GPU nodes: CPUs per GPU (the lowest ratio among them) and the CPUs of the largest (None: no
+    # GPU). A cluster's CPU total counts a CPU-only head too, which no GPU trial can use.
+    cpus_per_gpu: float | None = None
+    gpu_node_cpus: float | None = None
 
     def describe(self) -> str:
         gpu = f"{self.gpus:g} GPU" + ("s" if self.gpus != 1 else "") if self.gpus else "no GPU"
@@ -76,7 +80,19 @@ class Plan:
 
 def local_hardware() -> Hardware:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return Hardware(cpus=cpus, gpus=torch.cuda.device_count())
+    gpus = torch.cuda.device_count()
+    return Hardware(cpus=cpus, gpus=gpus, cpus_per_gpu=cpus / gpus if gpus else None,
+                    gpu_node_cpus=cpus if gpus else None)
+
+
+def cluster_hardware(nodes: list[dict]) -> Hardware:
+    """What a Ray cluster has, from ray.nodes(): totals, and the CPUs per GPU of its GPU nodes."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    gpu_nodes = [r for r in alive if r.get("GPU", 0) > 0]
+    return Hardware(cpus=sum(r.get("CPU", 0) for r in alive), gpus=sum(r.get("GPU", 0) for r in alive),
+                    nodes=len(alive),
+                    cpus_per_gpu=min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes) if gpu_nodes else None,
+                    gpu_node_cpus=max(r.get("CPU", 0) for r in gpu_nodes) if gpu_nodes else None)
 
 
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
@@ -103,7 +119,12 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     gpt = (GPU_SHARE if hw.gpus else 0.0) if gpus_per_trial is None else gpus_per_trial
     if gpt > 0:
         slots = math.floor(hw.gpus / gpt + 1e-9)
-        cpt = cpus_per_trial or max(1.0, math.floor(hw.cpus / slots))
+        per_gpu = hw.cpus_per_gpu or hw.cpus / hw.gpus  # a GPU trial's CPUs come from its GPU's node
+        cpt = cpus_per_trial or max(1.0, math.floor(per_gpu * gpt + 1e-9))
+        largest = hw.gpu_node_cpus or hw.cpus
+        if cpt > largest + 1e-9:
+            raise UserError(f"--cpus-per-trial {cpt:g}: no GPU node has that many CPUs (the largest has "
+                            f"{largest:g}), so no trial would ever start; ask for at most {math.floor(largest):g}")
     else:
         cpt = cpus_per_trial or 1.0  # small models: one thread per trial beats threads per trial
         slots = max(1, math.floor(hw.cpus / cpt + 1e-9))

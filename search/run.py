@@ -37,7 +37,7 @@ from search.experiment import DataOptions, Experiment
 from search.io import write_csv
 from search.lock import LOCK, RunLock
 from search.markdown import md_table
-from search.plan import Hardware, local_hardware, make_plan
+from search.plan import Hardware, cluster_hardware, local_hardware, make_plan
 from search.tuner import tune_location
 
 ROOT = Path("results")
@@ -161,9 +161,7 @@ def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
         raise
     try:
         cli.stop_on_sigterm()
-        res = ray.cluster_resources()
-        yield Hardware(cpus=res.get("CPU", 0), gpus=res.get("GPU", 0),
-                       nodes=len([n for n in ray.nodes() if n["Alive"]]))
+        yield cluster_hardware(ray.nodes())
     finally:
         ray.shutdown()
 

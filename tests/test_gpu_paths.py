@@ -159,3 +159,24 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_here():
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip().count("\n") == 0
     assert done.stdout.startswith("gpu_check: no CUDA GPU here")
+
+
+def test_a_gpu_trials_cpus_come_from_the_gpu_nodes_not_a_cpu_only_head():
+    """A 64-CPU head without GPU and one worker of 8 CPUs and 1 GPU: sized from the cluster's 72 CPUs a
+    trial would ask for 9, which the GPU node cannot give, and wait for ever."""
+    from search.experiments import shapes
+    from search.plan import cluster_hardware, make_plan
+
+    hw = cluster_hardware([{"Alive": True, "Resources": {"CPU": 64.0}},
+                           {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+                           {"Alive": False, "Resources": {"CPU": 96.0, "GPU": 8.0}}])
+    assert (hw.cpus, hw.gpus, hw.nodes, hw.cpus_per_gpu, hw.gpu_node_cpus) == (72, 1, 2, 8, 8)
+
+    def plan(**kw):
+        return make_plan(shapes.EXPERIMENT, hw, trials=None, max_epochs=None, time_budget_min=None,
+                         concurrency=None, smoke=False, **{"cpus_per_trial": None, "gpus_per_trial": None, **kw})
+    p = plan()
+    assert (p.gpus_per_trial, p.cpus_per_trial, p.concurrency) == (0.125, 1.0, 8)
+    assert plan(gpus_per_trial=1.0).cpus_per_trial == 8.0
+    with pytest.raises(UserError, match="--cpus-per-trial 9: no GPU node has that many CPUs"):
+        plan(cpus_per_trial=9.0)
