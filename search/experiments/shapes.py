@@ -89,7 +89,7 @@ EXPERIMENT = Experiment(
                       searched=("lr", "schedule", "dropout", "weight_decay", "lambda_cnt"), scheduler="asha",
                       why="16 trials of 5 keys at the retraining's horizon, 10 epochs (a schedule ranked at 6 "
                           "epochs is not the one retrained at 10: searched at 6, the tuned config beat the "
-                          "baseline in 1 of 3 searches on the real data, at 10 in 2 of 2 so far); halving from "
+                          "baseline in 1 of 3 searches on the real data, at 10 in 2 of 3); halving from "
                           "epoch 4: at epoch 2 every config is near chance (class NLL 4.64-4.86 of 4.91) and a "
                           "trial's rank there predicted its final one with Spearman 0.37-0.60, at epoch 4 "
                           "0.70-0.94 (3 searches of 16 full trials)"),
