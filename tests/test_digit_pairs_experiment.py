@@ -51,7 +51,7 @@ def test_metrics_by_hand():
 
 def test_unknown_source_and_source_on_shapes_are_one_line_errors(tmp_path, capsys):
     assert cli.run(run.main, ["digit-pairs", "--source", "emnist", "--results", str(tmp_path)]) == 2
-    assert "digit-pairs reads mnist, digits" in capsys.readouterr().err
+    assert "digit-pairs reads mnist, mnist5k, digits" in capsys.readouterr().err
     assert cli.run(run.main, ["shapes", "--source", "digits", "--results", str(tmp_path)]) == 2
     assert "drop --source" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

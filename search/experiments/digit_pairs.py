@@ -109,7 +109,7 @@ def per_architecture(run: Any, fig_dir: Path) -> str:
             f"\n\n![accuracy by architecture]({fig_dir.name}/accuracy_by_architecture.png)\n")
 
 
-SOURCES = ("mnist", "digits")
+SOURCES = ("mnist", "mnist5k", "digits")
 
 DEFAULTS = {
     # Seed 002's reported setup: Adam 3e-4, BCE-with-logits, its best architecture (direct digit
