@@ -99,9 +99,11 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
               seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
-              retrain_epochs: int | None = None, rank_on: str = "smooth", full_space: bool = False) -> Plan:
+              retrain_epochs: int | None = None, rank_on: str = "smooth", full_space: bool = False,
+              grace_epochs: int | None = None) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
-                        ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs)):
+                        ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs),
+                        ("--grace-epochs", grace_epochs)):
         if value is not None and value < 1:
             raise UserError(f"{name} {value}: give a whole number of at least 1")
     for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial)):
@@ -133,7 +135,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan = Plan(
         trials=trials or (4 if smoke else budget.trials),
         max_epochs=max_epochs or (2 if smoke else budget.max_epochs),
-        grace_epochs=1 if smoke else budget.grace_epochs,
+        grace_epochs=grace_epochs or (1 if smoke else budget.grace_epochs),
         reduction_factor=2 if (smoke or not hw.gpus) else 3,
         concurrency=min(concurrency or slots, slots),
         cpus_per_trial=cpt, gpus_per_trial=gpt,

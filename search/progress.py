@@ -136,8 +136,9 @@ class Progress(Callback):
 
 def drop_weights(trial) -> None:
     """An ended trial (completed, stopped or failed) is never resumed (nor cloned: PBT clones running
-    trials only), so its checkpoints' weights (155 MB each for shapes; a CPU default run left 2.4 GB, 60 GPU trials would leave 9 GB) go;
-    their history.json stays, as search/tables.py reads it. Retraining trains afresh from configs."""
+    trials only), so its checkpoints' weights go (155 MB each for shapes: a CPU default run left
+    2.4 GB, 60 GPU trials would leave 9 GB); their history.json stays, as search/tables.py reads it.
+    Retraining trains afresh from the configs."""
     folder = Path(getattr(getattr(trial, "storage", None), "trial_fs_path", "") or "")
     if not folder.is_absolute() or not folder.is_dir():
         return  # a remote storage (URI): left as Ray wrote it

@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=schedulers.names(),
                    help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
                    " (default: the experiment's budget for the hardware found, see the plan line)")
+    p.add_argument("--grace-epochs", type=int, help="the scheduler's first decision: the first rung of early "
+                   "stopping, the interval of PBT's perturbations (default: the budget's)")
     p.add_argument("--concurrency", type=int, help="trials at once (default: as many as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
     p.add_argument("--gpus-per-trial", type=float,
@@ -262,7 +264,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
                          concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
                          max_failures=args.max_failures, scheduler=args.scheduler,
-                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space)
+                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space,
+                         grace_epochs=args.grace_epochs)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

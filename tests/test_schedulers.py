@@ -153,3 +153,14 @@ def test_the_cpu_budget_searches_its_keys_and_the_warm_start_tries_the_schedules
     assert all(p["lr"] == base["lr"] and p["dropout"] == base["dropout"] for p in points)
     no_schedule = {k: d for k, d in cpu.items() if k != "schedule"}  # e.g. --set schedule=onecycle
     assert len(warm_points(exp, base, no_schedule)) == 1  # variants that change nothing searched are dropped
+
+
+def test_grace_epochs_sets_the_schedulers_first_decision():
+    """--grace-epochs: ASHA's first rung, PBT's perturbation interval; 0 or less is one line."""
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, scheduler="pbt",
+                  grace_epochs=2)
+    assert p.grace_epochs == 2 and schedulers.get("pbt").decision_epochs(p) == [2, 4, 6, 8]
+    with pytest.raises(UserError, match="--grace-epochs 0"):
+        make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, grace_epochs=0)
