@@ -174,11 +174,13 @@ def pbt_run(tmp_path_factory, generated_cache):
     import contextlib
     import io
 
-    from search import cli, run
+    from search import cli, progress, run
 
     results = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
         mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+        # keep the ended trials' weights: a test below reads the optimiser state of the last checkpoint
+        mp.setattr(progress, "drop_weights", lambda trial: None)
         code = cli.run(run.main, [*PBT_ARGS, "--results", str(results), "--name", "p"])
     return code, results / "shapes" / "p"
 
