@@ -12,12 +12,7 @@ import pandas as pd
 from search.analyse import Run
 from search.markdown import md_table
 from search.plots import FIGURES, figure, save
-from search.protocol import CHANGES
-
-
-def lineage(row: pd.Series) -> list[tuple[int, dict]]:
-    text = row.get(f"last_{CHANGES}")
-    return [(int(e), v) for e, v in json.loads(text)] if isinstance(text, str) and text else []
+from search.protocol import CHANGES, trained_schedule
 
 
 def schedule_table(changes: list[tuple[int, dict]]) -> pd.DataFrame:
@@ -66,7 +61,7 @@ def section(run: Run, epochs: list[int]) -> str:
     best = run.best()
     if best is None:
         return "\n".join(parts + ["No trial has a result yet.\n"])
-    changes = lineage(best)
+    changes = trained_schedule(best)
     clones = 0
     if CHANGES in run.history:
         for _, h in run.history.groupby("trial_id"):

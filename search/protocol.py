@@ -5,6 +5,7 @@ tables rebuilt from Ray's folders (search/tables.py) and the searcher read them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ NODE = "node"  # the Ray node that ran the trial (a trials.csv column): a cluste
 # Under a scheduler that changes configs mid-run: the schedule the epoch's weights were trained with, as
 # JSON [[first epoch, {key: value}], ...] (search/loop.py changes_of); history.csv keeps it per epoch.
 CHANGES = "config_changes"
+# Beside the state in every trial checkpoint: the rows of its history (written by the trial, read by the tables).
+HISTORY_FILE = "history.json"
 
 # Keys Ray adds to every result: bookkeeping, not metrics of ours.
 RAY_KEYS = {
@@ -30,6 +33,16 @@ STATUSES = ("completed", "stopped", "failed", "running")
 
 # A trial's error line naming a full disk (or quota), as Python prints an OSError.
 DISK_FULL = re.compile("|".join(rf"\[Errno {n}\]|{re.escape(os.strerror(n))}" for n in DISK_FULL_ERRNOS))
+
+
+def trained_schedule(row: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The schedule of hyperparameters a trial's last weights were trained with (a trials.csv row's
+    last CHANGES), empty when the scheduler changed no config mid-run. Its first entry holds the
+    values at epoch 1, which a cloned trial inherited from the trials it was cloned from."""
+    text = row.get(f"last_{CHANGES}")
+    if not isinstance(text, str) or not text:
+        return []
+    return [(int(first), values) for first, values in json.loads(text)]
 
 
 def trial_status(last: Mapping[str, Any], planned_epochs: int, stop_reason: Callable[[int], str], *,

@@ -28,7 +28,7 @@ from search.config import UserError, format_config
 from search.experiment import Data, Experiment, matches, warm_start
 from search.io import read_csv, read_json, write_csv, write_json
 from search.loop import Changes, evaluate, fit, resolve_precision, stretch
-from search.protocol import CHANGES, plain
+from search.protocol import plain, trained_schedule
 from search.record import RunRecord
 from search.stats import BASELINE, verdict, verdict_sentence
 from search.tables import best_trial
@@ -49,16 +49,6 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.label}-seed{self.seed}"
-
-
-def trained_schedule(row: pd.Series) -> Changes:
-    """The schedule of hyperparameters the trial's last weights were trained with, when the
-    scheduler changed configs mid-run (empty otherwise): its first entry holds the values at epoch 1,
-    which a cloned trial inherited from the trials it was cloned from, not its own first config."""
-    text = row.get(f"last_{CHANGES}")
-    if not isinstance(text, str) or not text:
-        return []
-    return [(int(first), values) for first, values in json.loads(text)]
 
 
 def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: int,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.protocol import FINISHED, NODE, RAY_KEYS, error_line, trial_status
+from search.protocol import FINISHED, HISTORY_FILE, NODE, RAY_KEYS, error_line, trial_status
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -44,12 +44,12 @@ def _latest_per_epoch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _with_checkpointed_epochs(rows: list[dict[str, Any]], *trial_dirs: Path) -> list[dict[str, Any]]:
     """Ray copies a trial's result.json to the run folder every few checkpoints, not at each: a run
     interrupted in between loses the newest rows there, though the trial's checkpoint (and, after
-    --resume, its training) went past them. The checkpoint holds its history (trial.HISTORY_FILE):
+    --resume, its training) went past them. The checkpoint holds its history (HISTORY_FILE):
     epochs missing from result.json are taken from it. (Under Population Based Training, epochs a
     trial skipped by taking an older trial's weights come from that lineage.) `trial_dirs`: the
     trial's folder where result.json was read (Ray's staging folder, during a search) and its folder
     in the run's storage, where Ray writes the checkpoints."""
-    checkpoints = sorted({p for d in trial_dirs for p in d.glob("checkpoint_*/history.json")},
+    checkpoints = sorted({p for d in trial_dirs for p in d.glob(f"checkpoint_*/{HISTORY_FILE}")},
                          key=lambda p: p.parent.name)
     if not checkpoints or not rows or "epoch" not in rows[0]:
         return rows

@@ -23,10 +23,9 @@ from ray import tune
 
 from search import experiments, faults, tail_resources
 from search.loop import NonFiniteError, Split, changes_of, fit
-from search.protocol import CHANGES, FINISHED, NODE
+from search.protocol import CHANGES, FINISHED, HISTORY_FILE, NODE
 
 STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"  # beside it: the rows of the state's history, read by search/tables.py
 DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial diverged (its retries fail at once)
 
 
@@ -108,7 +107,9 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
 
     def report(row: dict[str, float], make_state, last: bool) -> None:
         if tracked:  # the history of a restored state is the donor's: the schedule of these very weights
-            row = {**row, CHANGES: json.dumps(changes_of(make_state(snapshot=False)["history"], list(tracked)))}
+            state = make_state(snapshot=False)  # built once: the checkpoint below saves this very state
+            row = {**row, CHANGES: json.dumps(changes_of(state["history"], list(tracked)))}
+            make_state = lambda snapshot, state=state: state  # noqa: E731
         with written_checkpoint(make_state) as d:
             tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
         threads = tail_resources.read_threads(tail_dir) if tail_dir else None
