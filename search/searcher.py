@@ -24,7 +24,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.experiment import Choice, Dim, Float, Int
 from search.protocol import FINISHED
-from search.warm import FROM_RUN
 
 
 def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
@@ -42,9 +41,20 @@ def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
     return out
 
 
-RAY_TRIAL_ID = "ray_trial_id"  # the user attribute that links an Optuna trial to its row of trials.csv
+def distribution(dim: Dim) -> optuna.distributions.BaseDistribution:
+    """Our dimension as Optuna's distribution (for trials told to a study directly)."""
+    if isinstance(dim, Float):
+        return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+    if isinstance(dim, Int):
+        return optuna.distributions.IntDistribution(dim.low, dim.high, log=dim.log)
+    return optuna.distributions.CategoricalDistribution(list(dim.options))
+
+
+# User attributes of the stored study's trials.
+RAY_TRIAL_ID = "ray_trial_id"  # links an Optuna trial to its row of trials.csv
+LOST = "lost"  # a trial asked for just before a hard kill, and never run
+FROM_RUN, FROM_TRIAL = "warm_start_from", "warm_start_trial_id"  # a trial told from an earlier run (search/warm.py)
 STUDY_NAME = "search"
-LOST = "lost"  # user attribute of a trial asked for just before a hard kill, and never run
 
 
 def journal(path: Path) -> JournalStorage:
@@ -67,21 +77,19 @@ class HonestOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         value = None if result is None else result.get(self.metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
+        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
         if error or (result is not None and result.get(FINISHED) and not finite):
             state, value = optuna.trial.TrialState.FAIL, None
         elif result is None or not result.get(FINISHED):
             state, value = optuna.trial.TrialState.PRUNED, None
             # its last epoch reaches Ray as the final result, not as an intermediate one: report it, or a
             # trial stopped at its first rung would enter TPE with no value at all
-            last = None if result is None else result.get(self.metric)
             step = None if result is None else result.get("training_iteration")
-            if (isinstance(last, (int, float)) and math.isfinite(last) and isinstance(step, int)
-                    and step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values):
-                ot_trial.report(last, step)
+            if finite and isinstance(step, int) and step not in stored.intermediate_values:
+                ot_trial.report(result[self.metric], step)
         else:
             state = optuna.trial.TrialState.COMPLETE
-        finished = self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
-        if not finished:  # a trial told before an interruption, rerun on --resume: the journal has it already
+        if not stored.state.is_finished():  # told before an interruption, rerun on --resume: the journal has it
             self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 

@@ -13,8 +13,8 @@ import pandas as pd
 
 from search.analyse import Run
 from search.experiment import Choice, Dim, Float, Int, matches, warm_start
+from search.searcher import distribution
 from search.stats import rank_corr
-from search.warm import distribution
 
 NEAR_BOUND = 0.05  # a value in the outer 5% of its range (in log space for log dimensions) is "near a bound"
 MIN_TRIALS_IMPORTANCE = 5

@@ -16,18 +16,9 @@ import pandas as pd
 
 from search import record
 from search.config import UserError
-from search.experiment import Choice, Dim, Experiment, Float, Int
+from search.experiment import Choice, Dim, Experiment, Int
 from search.io import read_csv
-
-FROM_RUN, FROM_TRIAL = "warm_start_from", "warm_start_trial_id"  # user attributes of a told trial
-
-
-def distribution(dim: Dim) -> optuna.distributions.BaseDistribution:
-    if isinstance(dim, Float):
-        return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
-    if isinstance(dim, Int):
-        return optuna.distributions.IntDistribution(dim.low, dim.high, log=dim.log)
-    return optuna.distributions.CategoricalDistribution(list(dim.options))
+from search.searcher import FROM_RUN, FROM_TRIAL, distribution
 
 
 def _param(value: Any, dim: Dim) -> Any | None:
