@@ -49,7 +49,9 @@ class Scheduler:
         return []
 
     def stop_reason(self, epochs: int) -> str:
-        return f"stopped after epoch {epochs}"
+        """Why a trial ended before its last epoch. A scheduler that stops nothing itself (FIFO, PBT)
+        keeps this: such a trial was ended by the time budget or an interruption."""
+        return f"stopped after epoch {epochs} (time budget or interruption)"
 
     def describe(self, plan: Plan) -> str:
         """Its part of the plan line, e.g. 'no early stopping'."""
@@ -134,10 +136,6 @@ class Fifo(Scheduler):
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
         return FIFOScheduler()
 
-    def stop_reason(self, epochs: int) -> str:
-        # FIFO stops nothing itself: a trial cut short was ended by the time budget or an interruption.
-        return f"stopped after epoch {epochs} (time budget or interruption)"
-
     def describe(self, plan: Plan) -> str:
         return "no early stopping"
 
@@ -210,9 +208,6 @@ class Pbt(Scheduler):
     def decision_epochs(self, plan) -> list[int]:
         every, end = int(plan["grace_epochs"]), int(plan["max_epochs"])
         return list(range(every, end, every))
-
-    def stop_reason(self, epochs: int) -> str:
-        return f"stopped after epoch {epochs} (time budget or interruption)"
 
     def describe(self, plan: Plan) -> str:
         return (f"population based training, the worse quarter exploits a better trial every "
