@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from epoch_vs_floor import measure  # this folder: the same floor and epoch as benchmarks/epoch_vs_floor.py
 
 from search import experiments
 from search.experiment import DataOptions
-from search.loop import Split, autocast, make_optimizer, resolve_precision, train_epoch, train_step, with_statistics
+from search.loop import Split, make_optimizer, resolve_precision, train_step, with_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = 4096  # per timed epoch: enough batches to amortise launch noise, short enough for 8 minutes
@@ -46,35 +47,10 @@ def epoch_vs_floor(name: str, precision: str, device: torch.device) -> str:
     n = min(IMAGES, len(data))
     train = Split(data.x[:n], data.y[:n]).to(device)
     config = with_statistics(exp.task, {**exp.defaults, "precision": precision, "epochs": 1}, train)
-    precision = resolve_precision(precision, device)
-    torch.manual_seed(0)
-    model = exp.task.build_model(config).to(device)
-    opt = make_optimizer(model, config)
-    gen = torch.Generator(device=device).manual_seed(0)
-    bs = config["batch_size"]
-    batches = [exp.task.prepare(train.x[i:i + bs], train.y[i:i + bs], config, gen) for i in range(0, n, bs)]
-
-    def floor() -> None:
-        model.train()
-        for x, y in batches:
-            with autocast(precision, device):
-                loss = exp.task.loss(model(x), y, config)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    def timed(fn) -> float:
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        return time.perf_counter() - t
-
-    floor()  # warm-up: allocator, cuDNN's algorithm choice
-    f = statistics.median(timed(floor) for _ in range(3))
-    e = statistics.median(timed(lambda: train_epoch(exp.task, model, opt, train, config, gen, precision))
-                          for _ in range(3))
-    return f"{name:<14} {precision:<5} epoch {n / e:8.0f} img/s   floor {n / f:8.0f} img/s   ratio {e / f:5.2f}"
+    t_floor, t_epoch = measure(exp.task, config, train, device, repeats=3)
+    f, e = statistics.median(t_floor), statistics.median(t_epoch)
+    return (f"{name:<14} {resolve_precision(precision, device):<5} epoch {n / e:8.0f} img/s   "
+            f"floor {n / f:8.0f} img/s   ratio {e / f:5.2f}")
 
 
 def _trial_worker(seconds: float, queue) -> None:
