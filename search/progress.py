@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from ray.tune import Callback
 
 from search import tables, tail_resources
@@ -29,7 +30,7 @@ def _fmt_minutes(seconds: float) -> str:
 class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
                  objective: str, mode: str, total_trials: int, scheduler: Scheduler, print_fn=None,
-                 tail: tuple[float, int] | None = None):
+                 tail: tuple[float, int] | None = None, earlier: tuple[pd.DataFrame, pd.DataFrame] | None = None):
         self.run_dir, self.tune_dir, self.base, self.scheduler = run_dir, tune_dir, base, scheduler
         self.searched, self.objective, self.mode = searched, objective, mode
         # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
@@ -37,7 +38,9 @@ class Progress(Callback):
         self.start = time.monotonic()
         self.last_status = self.start
         self.running: set[str] = set()
-        self.ended = 0
+        # a grown search: the (trials, history) of its earlier rounds, which the tables keep at their head
+        self.earlier = earlier or (pd.DataFrame(), pd.DataFrame())
+        self.ended = self.ended_before = len(self.earlier[0])
         self.best: float | None = None
         self.latest: dict[str, dict[str, Any]] = {}  # newest result per trial, maybe not on disk yet
         self.trial_best: dict[str, float] = {}
@@ -112,8 +115,8 @@ class Progress(Callback):
             counts["running" if t.status == "RUNNING" else "pending" if t.status == "PENDING" else "ended"] += 1
         elapsed = time.monotonic() - self.start
         left = ""
-        if self.ended:
-            per_trial = elapsed / self.ended
+        if self.ended > self.ended_before:
+            per_trial = elapsed / (self.ended - self.ended_before)
             left = f", about {_fmt_minutes(per_trial * max(0, self.total - self.ended))} left"
         best = f"{self.best:.4f}" if self.best is not None else "-"
         return (f"status: {self.ended}/{self.total} ended, {counts['running']} running; "
@@ -122,6 +125,9 @@ class Progress(Callback):
     def write_tables(self):
         trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode,
                                          self.scheduler.stop_reason, self.running, self.latest, self.staging)
+        if not self.earlier[0].empty:
+            trials = pd.concat([self.earlier[0], trials], ignore_index=True)
+            history = pd.concat([self.earlier[1], history], ignore_index=True)
         if not trials.empty:
             write_csv(self.run_dir / "trials.csv", trials)
             write_csv(self.run_dir / "history.csv", history)

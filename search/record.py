@@ -44,6 +44,9 @@ class RunRecord:
     search_done: bool = False  # every trial ended: a resume goes straight to retraining
     search_wall_s: float = 0.0  # summed over resumes
     retrain_wall_s: float = 0.0
+    # Each time the finished search was grown (`--resume --trials N`): {"round", "trials_before",
+    # "trials", "started"}. Round k's trials are in Ray's experiment folder tune-k (search/tuner.py).
+    grown: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived values
 
@@ -51,6 +54,11 @@ class RunRecord:
     def test_objective(self) -> str:
         """The objective's column in retrain.csv: val_acc is scored as test_acc on the held-out split."""
         return "test_" + self.objective.removeprefix("val_")
+
+    @property
+    def rounds(self) -> int:
+        """Ray Tune experiments this search ran in: 1, plus one per growth."""
+        return 1 + len(self.grown)
 
     @property
     def seed(self) -> int:

@@ -113,7 +113,10 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
              "- wall time: " + (f"search {wall / 60:.1f} min" if wall else "search not finished")
              + (f", retraining {record.retrain_wall_s / 60:.1f} min" if record.retrain_wall_s else ""),
              "- versions: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()),
-             f"- reproduce: `{record.command}`" + (f" (seed {record.base_config.get('seed')})"),
+             f"- reproduce: `{record.command}`" + (f" (seed {record.base_config.get('seed')})")
+             + "".join(f", then grown from {g['trials_before']} to {g['trials']} trials with "
+                       f"`python -m search.run {exp.name} --name {run.name} --resume --trials {g['trials']}`"
+                       for g in record.grown),
              f"- pinned: {format_config(run.pinned) or 'nothing'}\n"]
     best = run.best()
     warm = warm_start(dict(record.base_config), space)
@@ -212,8 +215,14 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
 
 def files_section(run: Run) -> str:
     storage = run.options.get("storage")
-    tune = "tune/" if not storage else (f"{shown(Path(storage).expanduser())}/{run.path.parent.name}-{run.path.name}/ "
-                                        "(moved there by --storage)")
+    rounds = run.record.rounds
+    names = ["tune"] + [f"tune-{k}" for k in range(2, rounds + 1)]
+    if storage:
+        where = f"{shown(Path(storage).expanduser())}/{run.path.parent.name}-{run.path.name}"
+        names = [where] + [f"{where}-{k}" for k in range(2, rounds + 1)]
+    tune = ", ".join(f"{n}/" for n in names) + (" (moved there by --storage)" if storage else "") + (
+        f" (one per round: the search was grown {rounds - 1} time{'s' if rounds > 2 else ''} with "
+        "--resume --trials N)" if rounds > 1 else "")
     return f"""## Files
 
 | file | what |

@@ -197,11 +197,15 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{run_dir}: no interrupted search to resume there")
         now = args
         args = parser().parse_args(record.argv_of(run_dir))
+        check_same_options(now, args, run_dir)
         storage_path, tune_name = tune_location(run_dir, args.storage)
         if not (Path(storage_path) / tune_name).is_dir():
             raise UserError(f"{run_dir}: Ray's experiment folder {Path(storage_path) / tune_name} is missing; "
                             "cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
+        args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
+        previous = record.RunRecord.read(run_dir)
+        stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)  # before Ray
     request = checked_request(exp, args, argv)
     with RunLock(request.run_dir):  # refuses while another process writes this run
         if args.overwrite and not args.resume:  # only now: every check above has passed
@@ -216,6 +220,26 @@ def main(argv: list[str]) -> int:
                 raise
             then = f"continue with: {resume_command(exp, request.name)}"
             raise UserError(cli.disk_full_message(full, then, request.run_dir)) from None
+
+
+# What --resume may be given besides the run's own options: where Ray runs, where results live, and
+# --trials, which grows a finished search.
+RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard", "trials")
+
+
+def check_same_options(now: argparse.Namespace, recorded: argparse.Namespace, run_dir: Path) -> None:
+    """A resumed run keeps the options it started with; one typed with another value (a --set, another
+    --max-epochs, ...) is refused rather than dropped without a word."""
+    p = parser()
+    for action in p._actions:
+        key = action.dest
+        if key in RESUME_MAY_CHANGE or not action.option_strings or not hasattr(now, key):
+            continue
+        typed = getattr(now, key)
+        if typed != p.get_default(key) and typed != getattr(recorded, key):
+            raise UserError(f"{action.option_strings[0]}: --resume continues {run_dir.name} with the options it "
+                            "started with (see its run.json); to change them start a new --name, with "
+                            f"--warm-start-from {run_dir} to build on its trials")
 
 
 def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> stages.Request:
@@ -274,7 +298,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         exp=exp, run_dir=run_dir, name=name, argv=argv if "--name" in argv else [*argv, "--name", name],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, base=base, pinned=pinned,
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
-        storage=args.storage, warm_start_from=[] if args.resume else warm_from)
+        storage=args.storage, warm_start_from=[] if args.resume else warm_from,
+        grow_to=getattr(args, "grow_to", None))
 
 
 def check_storage(hw: Hardware, storage: str | None) -> None:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 from search import pbt_report, study_stats
@@ -38,6 +39,12 @@ class Scheduler:
         """Ray's scheduler, ranking trials on `metric` (the plan's ranking metric); `space` is the
         searched space (a scheduler that changes configs mutates within it)."""
         raise NotImplementedError
+
+    def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
+        """Give `built` (from `build`) what the trials in `history` (history.csv's rows) reported before
+        it existed: Ray keeps a scheduler's state in memory only, so a resumed search (Tuner.restore
+        restores the searcher, not the scheduler) and a grown one would otherwise judge their new
+        results against nothing. A scheduler without state keeps this."""
 
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """Checkpoints Ray keeps per trial: the latest only (a resumed or retried trial needs no
@@ -89,6 +96,20 @@ class Asha(Scheduler):
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
         return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
+
+    def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
+        """Each trial's value at each rung it reached, recorded as ASHA records it (its first result at or
+        past the rung's epoch, signed so that larger is better), so a later trial is cut against them."""
+        if history.empty or metric not in history:
+            return
+        sign = 1.0 if mode == "max" else -1.0
+        rows = history.sort_values("epoch", kind="stable")
+        for bracket in built._brackets:
+            for milestone, recorded in bracket._rungs:
+                for trial_id, reached in rows[rows["epoch"] >= milestone].groupby("trial_id", sort=False):
+                    value = reached[metric].iloc[0]
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        recorded[trial_id] = sign * float(value)
 
     def decision_epochs(self, plan) -> list[int]:
         """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ... (`plan`: a
@@ -199,6 +220,12 @@ class Pbt(Scheduler):
             perturbation_interval=plan.grace_epochs, burn_in_period=plan.grace_epochs,
             hyperparam_mutations=to_tune(mutable), custom_explore_fn=clipped_to(mutable),
             quantile_fraction=0.25, resample_probability=0.25, log_config=True)
+
+    def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
+        """Give `built` (from `build`) what the trials in `history` (history.csv's rows) reported before
+        it existed: Ray keeps a scheduler's state in memory only, so a resumed search (Tuner.restore
+        restores the searcher, not the scheduler) and a grown one would otherwise judge their new
+        results against nothing. A scheduler without state keeps this."""
 
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """A trial may clone the checkpoint another saved at its last perturbation, up to one interval

@@ -14,6 +14,7 @@ else carries state between them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
 import shlex
@@ -61,6 +62,7 @@ class Request:
     retrain: bool = True
     storage: str | None = None
     warm_start_from: list[Path] = field(default_factory=list)  # earlier runs whose trials Optuna is told
+    grow_to: int | None = None  # --resume --trials N: grow the finished search to N trials
 
 
 @dataclass
@@ -121,6 +123,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         raise UserError("every parameter this budget searches is pinned by --set: nothing left to search; "
                         "add --full-space")
     scheduler = schedulers.of_plan(plan)
+    growth = check_growth(previous, request.grow_to, scheduler, run_dir) if previous is not None else None
     prior, warm_lines = [], []
     if request.warm_start_from:
         if scheduler.proposes_configs:
@@ -130,9 +133,10 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
                                                 plan.rank_metric or exp.objective)
     batch = base["batch_size"]
     ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan)
-    plan.estimate_min = estimate_minutes(plan, len(data.train), len(data.val),
+    left = plan if growth is None else dataclasses.replace(plan, trials=growth["trials"] - growth["trials_before"])
+    plan.estimate_min = estimate_minutes(left, len(data.train), len(data.val),
                                          len(data.full_train) if request.retrain else 0, ips,
-                                         scheduler.search_epochs(plan))
+                                         scheduler.search_epochs(left))
     record = previous or RunRecord(
         experiment=exp.name, name=request.name, plan=plan, objective=exp.objective, mode=exp.mode,
         searched=list(space), space={k: d.describe() for k, d in space.items()}, base_config=base,
@@ -143,11 +147,37 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         record.write(run_dir)
+    if growth is not None:  # every check has passed: from here the run is a search again
+        plan.trials = request.grow_to
+        record.update(run_dir, plan=plan, search_done=False, grown=[*record.grown, growth])
     ctx = RunContext(exp, run_dir, record, data, space, request.storage, request.resume, prior=prior)
     print_plan(ctx, hw, ips, request.retrain)
     for line in warm_lines:
         ctx.print(line)
+    if growth is not None:
+        ctx.print(f"growing the finished search from {growth['trials_before']} to {growth['trials']} trials: "
+                  "TPE goes on with the same study, the scheduler's rungs hold the earlier trials")
     return ctx
+
+
+def check_growth(previous: RunRecord, grow_to: int | None, scheduler: schedulers.Scheduler,
+                 run_dir: Path) -> dict[str, Any] | None:
+    """`--resume --trials N` on a finished search: the growth to record (None: a plain resume)."""
+    if grow_to is None or (grow_to == previous.plan.trials and not previous.search_done):
+        return None  # the interrupted run's own number again: a plain resume
+    if not previous.search_done:
+        raise UserError(f"--trials {grow_to}: {run_dir.name}'s search was interrupted; finish it first with "
+                        f"--resume alone, then grow it")
+    if scheduler.proposes_configs:
+        raise UserError(f"--trials {grow_to}: {run_dir.name} ran --scheduler {scheduler.name}, whose population "
+                        "is fixed when it starts; start a new --name for more trials")
+    path = run_dir / "trials.csv"
+    have = len(read_csv(path)) if path.is_file() else 0
+    if grow_to <= have:
+        raise UserError(f"--trials {grow_to}: {run_dir.name} has {have} trials already; give more to grow it "
+                        "(a run never shrinks)")
+    return {"round": previous.rounds + 1, "trials_before": have, "trials": grow_to,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def check_resources(cpus: float, gpus: float, hw: Hardware, who: str, then: str) -> None:
@@ -200,10 +230,13 @@ def search(ctx: RunContext) -> bool:
         ctx.print("search: already finished; resuming the retraining")
         return True
     plan, t0 = ctx.plan, time.monotonic()
-    grid = run_search(ctx.exp, ctx.data, ctx.record.base_config, ctx.space, plan, ctx.run_dir,
-                      seed=ctx.record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior)
+    record = ctx.record
+    grid = run_search(ctx.exp, ctx.data, record.base_config, ctx.space, plan, ctx.run_dir,
+                      seed=record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior,
+                      tune_round=record.rounds)
+    this_round = plan.trials - (record.grown[-1]["trials_before"] if record.grown else 0)
     done = not (len(grid) - grid.num_terminated - grid.num_errors > 0
-                or (len(grid) < plan.trials and not plan.time_budget_min))
+                or (len(grid) < this_round and not plan.time_budget_min))
     # the record holds the earlier attempts' wall time too (prepare read it back on --resume)
     ctx.record.update(ctx.run_dir, search_wall_s=ctx.record.search_wall_s + time.monotonic() - t0,
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)

@@ -147,6 +147,14 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
     return pd.DataFrame(trials), pd.DataFrame(history)
 
 
+def collect_rounds(tune_dirs: list[Path], base: Mapping[str, Any], objective: str, mode: str,
+                   stop_reason: Callable[[int], str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) of the finished rounds of a grown search, one Ray experiment folder each, in order."""
+    frames = [collect(d, base, objective, mode, stop_reason) for d in tune_dirs]
+    return (pd.concat([t for t, _ in frames], ignore_index=True) if frames else pd.DataFrame(),
+            pd.concat([h for _, h in frames], ignore_index=True) if frames else pd.DataFrame())
+
+
 def best_trial(trials: pd.DataFrame, objective: str, mode: str) -> pd.Series | None:
     """The trial whose best epoch is best on the objective (failed trials excluded)."""
     column = f"best_{objective}"

@@ -12,17 +12,17 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from search import schedulers, tail_resources
+from search import schedulers, tables, tail_resources
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
-from search.tables import collect
 from search.trial import DIVERGED, run_trial
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
@@ -47,11 +47,18 @@ class CsvLogger(_KeepLocalRows, CSVLoggerCallback):
     pass
 
 
-def tune_location(run_dir: Path, storage: str | None) -> tuple[str, str]:
-    """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it."""
+def tune_location(run_dir: Path, storage: str | None, tune_round: int = 1) -> tuple[str, str]:
+    """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it. A grown
+    search (`--resume --trials N`) runs each growth as a new Ray experiment beside it: tune-2, tune-3..."""
+    suffix = "" if tune_round == 1 else f"-{tune_round}"
     if storage is None:
-        return str(run_dir), "tune"
-    return str(Path(storage).expanduser().resolve()), f"{run_dir.parent.name}-{run_dir.name}"
+        return str(run_dir), "tune" + suffix
+    return str(Path(storage).expanduser().resolve()), f"{run_dir.parent.name}-{run_dir.name}{suffix}"
+
+
+def tune_dirs(run_dir: Path, storage: str | None, rounds: int) -> list[Path]:
+    """Ray's experiment folders of a search, in the order they ran."""
+    return [Path(p) / n for p, n in (tune_location(run_dir, storage, k) for k in range(1, rounds + 1))]
 
 
 def quiet() -> None:
@@ -67,10 +74,14 @@ def quiet() -> None:
 
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
                run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
-               print_fn=None, prior: list | None = None) -> tune.ResultGrid:
-    storage_path, name = tune_location(run_dir, storage)
+               print_fn=None, prior: list | None = None, tune_round: int = 1) -> tune.ResultGrid:
+    """Run round `tune_round` of the search (1, or a growth: `--resume --trials N`), or continue it."""
+    storage_path, name = tune_location(run_dir, storage, tune_round)
     tune_dir = Path(storage_path) / name
     scheduler = schedulers.of_plan(plan)
+    metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
+    earlier = tables.collect_rounds(tune_dirs(run_dir, storage, tune_round)[:-1], base, exp.objective, exp.mode,
+                                    scheduler.stop_reason)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              # with --storage (a cluster), where every node's retry of a trial sees them
@@ -79,23 +90,30 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                              tracked=tuple(space) if scheduler.changes_config else ()),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
-                        print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None)
+                        print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,
+                        earlier=earlier)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
     quiet()
 
-    if resume:
+    if resume and tune.Tuner.can_restore(str(tune_dir)):
         tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
-        trials, _ = collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason)
+        trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason)
         if not trials.empty:
-            progress.ended = int(trials["status"].isin(["completed", "failed"]).sum())
+            progress.ended = progress.ended_before = (
+                progress.ended + int(trials["status"].isin(["completed", "failed"]).sum()))
+        if not scheduler.proposes_configs:  # PBT's state is its trials' (restored with them)
+            # Ray restores the searcher's state but the scheduler as it was pickled at the start: ASHA
+            # would judge the trials left against an empty rung. Rebuilt from what they all reported.
+            tuner._local_tuner._tune_config.scheduler = rebuilt = scheduler.build(plan, metric, mode, space)
+            scheduler.carry_over(rebuilt, pd.concat([earlier[1], history], ignore_index=True), metric, mode)
     else:
         tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks, run_dir,
-                          prior)
+                          prior, tune_round=tune_round, earlier=earlier)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
@@ -129,11 +147,17 @@ def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim]) ->
 
 def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
               scheduler: schedulers.Scheduler, seed: int, name: str, storage_path: str, callbacks: list,
-              run_dir: Path, prior: list | None = None) -> tune.Tuner:
+              run_dir: Path, prior: list | None = None, tune_round: int = 1,
+              earlier: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> tune.Tuner:
+    """A new Ray experiment: the search's first round, or a growth of a finished search (`tune_round` > 1),
+    which runs the trials beyond the `earlier` rounds' (trials, history), continues the same Optuna study
+    (TPE learns from every earlier trial) and gives the scheduler the earlier trials' rungs."""
     # Both rank on the plan's ranking metric (smoother than the objective early on, where the experiment
     # declares one); given to each, not to TuneConfig, which would pass the objective to both.
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
-    warm = warm_points(exp, base, space)
+    earlier_trials, earlier_history = earlier or (pd.DataFrame(), pd.DataFrame())
+    # the baseline and its variants were the first round's first trials
+    warm = warm_points(exp, base, space) if tune_round == 1 else []
     if scheduler.proposes_configs:
         # Population based: Ray refuses TPE beside it. The population is the warm start and its variants,
         # then seeded random draws; all trials exist from the start, and the scheduler takes turns
@@ -142,15 +166,19 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         random.seed(seed)  # PBT's explore draws from Python's and NumPy's global generators
         np.random.seed(seed)
     else:
-        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=plan.trials,
-                                 study=run_dir / STUDY_FILE, prior=prior, concurrency=plan.concurrency)
+        # a growth's sampler draws from its own seeded stream, not again from the first round's
+        searcher = make_searcher(seed + 1000 * (tune_round - 1), warm_start=warm, metric=metric, mode=mode,
+                                 trials=plan.trials, study=run_dir / STUDY_FILE, prior=prior,
+                                 concurrency=plan.concurrency)
         concurrency = plan.concurrency
+    built = scheduler.build(plan, metric, mode, space)
+    scheduler.carry_over(built, earlier_history, metric, mode)
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler.build(plan, metric, mode, space),
-            num_samples=plan.trials, max_concurrent_trials=concurrency, reuse_actors=True,
+            search_alg=searcher, scheduler=built,
+            num_samples=plan.trials - len(earlier_trials), max_concurrent_trials=concurrency, reuse_actors=True,
             time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
         ),
         run_config=tune.RunConfig(

@@ -3,6 +3,7 @@ and its stops, sizes the time estimate and writes its report section; unknown na
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -164,3 +165,31 @@ def test_grace_epochs_sets_the_schedulers_first_decision():
     with pytest.raises(UserError, match="--grace-epochs 0"):
         make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
                   concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, grace_epochs=0)
+
+
+def test_asha_carries_over_the_rungs_of_earlier_trials():
+    """Ray keeps ASHA's rungs in memory only: a resumed or grown search gives the scheduler what the
+    trials reported before, and a new trial worse at a rung than the earlier ones is stopped there,
+    one better goes on; epochs past a trial's last report, and NaN, record nothing."""
+    from ray.tune.schedulers import TrialScheduler
+
+    p = plan(scheduler="asha", grace_epochs=2, reduction_factor=2)  # max 6 epochs: rungs at 2 and 4
+    built = schedulers.get("asha").build(p, "val_rank_loss", "min")
+    rows = [("a", e, 4.0 - 0.1 * e) for e in range(1, 7)] + [("b", e, 4.5) for e in (1, 2)]
+    rows += [("c", e, 4.2 if e < 4 else math.nan) for e in range(1, 5)]
+    history = pd.DataFrame(rows, columns=["trial_id", "epoch", "val_rank_loss"])
+    schedulers.get("asha").carry_over(built, history, "val_rank_loss", "min")
+    rungs = {milestone: recorded for milestone, recorded in built._brackets[0]._rungs}
+    assert rungs[2] == {"a": pytest.approx(-3.8), "b": -4.5, "c": -4.2}
+    assert rungs[4] == {"a": pytest.approx(-3.6)}
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    for trial_id, value, action in (("new-bad", 4.6, TrialScheduler.STOP), ("new-good", 3.5, TrialScheduler.CONTINUE)):
+        trial = Trial(trial_id)
+        built.on_trial_add(None, trial)
+        result = {"training_iteration": 2, "val_rank_loss": value}
+        assert built.on_trial_result(None, trial, result) == action
+    assert schedulers.get("fifo").carry_over(FIFOScheduler(), history, "val_rank_loss", "min") is None

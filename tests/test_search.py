@@ -199,6 +199,101 @@ def test_same_seed_same_trials(finished_run, tmp_path):
     assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
 
 
+def copy_run(run_dir: Path, results: Path, name: str) -> Path:
+    """A finished run under another results root, as a user's folder would be (grown or refused there)."""
+    import shutil
+
+    copy = results / "shapes" / name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".lock"))
+    info = json.loads((copy / "run.json").read_text())
+    info["name"], info["argv"] = name, [a if a != run_dir.name else name for a in info["argv"]]
+    (copy / "run.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_grow_a_finished_search(finished_run, tmp_path, capsys):
+    """`--resume --trials 10` on a finished 8-trial search: two new trials in a new Ray experiment
+    (tune-2), the same Optuna study, the first 8 trials neither rerun nor changed."""
+    _, run_dir, before, history_before = finished_run
+    grown = copy_run(run_dir, tmp_path, "g")
+    results_before = {p.relative_to(grown): p.read_bytes() for p in (grown / "tune").glob("*/result.json")}
+    capsys.readouterr()
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "g", "--resume", "--trials", "10"]) == 0
+    assert "growing the finished search from 8 to 10 trials" in capsys.readouterr().out
+    after, history = pd.read_csv(grown / "trials.csv"), pd.read_csv(grown / "history.csv")
+    assert len(after) == 10 and after["trial_id"].is_unique
+    columns = ["trial_id", "status", "epochs_run", "best_val_acc", "lr", "dropout"]
+    pd.testing.assert_frame_equal(after[columns].iloc[:8], before[columns])
+    assert len(history) == after["epochs_run"].sum() and not history.duplicated(["trial_id", "epoch"]).any()
+    pd.testing.assert_frame_equal(history.iloc[:len(history_before)][["trial_id", "epoch", "val_acc"]],
+                                  history_before[["trial_id", "epoch", "val_acc"]])
+    assert {p.relative_to(grown): p.read_bytes() for p in (grown / "tune").glob("*/result.json")} == results_before
+    assert len(list((grown / "tune-2").glob("*/params.json"))) == 2
+    info = json.loads((grown / "run.json").read_text())
+    assert info["plan"]["trials"] == 10 and info["search_done"]
+    assert [(g["round"], g["trials_before"], g["trials"]) for g in info["grown"]] == [(2, 8, 10)]
+    stored_study_matches_trials_csv(grown)  # one study: the 8 earlier trials and the 2 new ones
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--trials", "8"], "has 8 trials already"),
+    (["--trials", "6"], "a run never shrinks"),
+    (["--max-epochs", "5"], "--max-epochs: --resume continues"),
+    (["--set", "dropout=0.2"], "--set: --resume continues"),
+])
+def test_growing_or_changing_a_run_is_refused_in_one_line(finished_run, tmp_path, capsys, extra, message):
+    _, run_dir, _, _ = finished_run
+    copy = copy_run(run_dir, tmp_path, "x")
+    record = (copy / "run.json").read_bytes()
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "x", "--resume", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert (copy / "run.json").read_bytes() == record and not (copy / "tune-2").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"search_done": False}, "interrupted; finish it first"),
+    ({"plan": {"scheduler": "pbt"}}, "population is fixed"),
+])
+def test_an_interrupted_or_population_based_run_is_not_grown(finished_run, tmp_path, capsys, change, message):
+    _, run_dir, _, _ = finished_run
+    copy = copy_run(run_dir, tmp_path, "y")
+    info = json.loads((copy / "run.json").read_text())
+    for key, value in change.items():
+        info[key] = {**info[key], **value} if isinstance(value, dict) else value
+    (copy / "run.json").write_text(json.dumps(info))
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "y", "--resume", "--trials", "12"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_grown_search_tpe_learns_from_the_earlier_trials(tmp_path):
+    """The same seed, the same earlier configs, other values: TPE's next proposal differs, so it is
+    built on the earlier trials told in the run's study (what a grown search continues)."""
+    import optuna
+
+    from search.searcher import STUDY_NAME, distribution, journal, make_searcher, to_tune
+
+    space = {k: shapes_exp.SPACE[k] for k in ("lr", "dropout")}
+    dists = {k: distribution(d) for k, d in space.items()}
+    rng = __import__("random").Random(0)
+    points = [{"lr": 10 ** rng.uniform(-4, -2), "dropout": rng.uniform(0.0, 0.6)} for _ in range(8)]
+
+    def proposal(values: list[float], name: str) -> dict:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=journal(tmp_path / f"{name}.journal"))
+        study.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=v)
+                          for p, v in zip(points, values, strict=True)])
+        searcher = make_searcher(3, warm_start=[], metric="val_rank_loss", mode="min", trials=12,
+                                 study=tmp_path / f"{name}.journal")
+        searcher.set_search_properties("val_rank_loss", "min", to_tune(space))
+        return searcher.suggest("t1")
+
+    by_lr = [math.log10(p["lr"]) for p in points]  # low loss where lr is low, then where it is high
+    low, high = proposal(by_lr, "a"), proposal([-v for v in by_lr], "b")
+    assert low == proposal(by_lr, "c")  # seeded: the same study gives the same proposal
+    assert low["lr"] < high["lr"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "kill", "kill-9"])
 def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
