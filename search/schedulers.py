@@ -34,6 +34,9 @@ class Scheduler:
     proposes_configs = False  # True: it proposes configs itself, and Ray refuses a searcher beside it
     changes_config = False  # True: a trial's hyperparameters may change between epochs
     stopped_label = "stopped early"  # legend of the trials it stopped, in every plot
+    # True: it may clone or pause a trial at any epoch, so each epoch writes the trial's state (else
+    # search/trial.py's CheckpointClock spaces the writes)
+    checkpoints_every_epoch = False
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
         """Ray's scheduler, ranking trials on `metric` (the plan's ranking metric); `space` is the
@@ -208,6 +211,7 @@ class Pbt(Scheduler):
                "one's weights and hyperparameters, perturbed, and trains on")
     proposes_configs = True
     changes_config = True
+    checkpoints_every_epoch = True
     stopped_label = "ended early"  # PBT stops no trial: only a time budget or an interruption does
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:

@@ -163,8 +163,8 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
 def check_growth(previous: RunRecord, grow_to: int | None, scheduler: schedulers.Scheduler,
                  run_dir: Path) -> dict[str, Any] | None:
     """`--resume --trials N` on a finished search: the growth to record (None: a plain resume)."""
-    if grow_to is None or (grow_to == previous.plan.trials and not previous.search_done):
-        return None  # the interrupted run's own number again: a plain resume
+    if grow_to is None or grow_to == previous.plan.trials:
+        return None  # the run's own number again (as `--settings` passes it on): a plain resume
     if not previous.search_done:
         raise UserError(f"--trials {grow_to}: {run_dir.name}'s search was interrupted; finish it first with "
                         f"--resume alone, then grow it")

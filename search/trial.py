@@ -14,6 +14,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from search.loop import NonFiniteError, Split, changes_of, fit
 from search.protocol import CHANGES, FINISHED, HISTORY_FILE, NODE
 
 STATE_FILE = "state.pt"
+ENDED_FILE = "ended"  # in the checkpoint of a trial's last epoch, which holds its history but no weights
+# At most this share of a trial's time goes to writing its state (155 MB for shapes, about 0.2 s here):
+# every epoch on a CPU, where an epoch takes seconds, and every few seconds of epochs on a GPU.
+CHECKPOINT_SHARE = 0.05
 DIVERGED = "diverged"  # folder of the run: <trial id>.txt says why that trial diverged (its retries fail at once)
 
 
@@ -46,6 +51,32 @@ def trial_device() -> torch.device:
     return device
 
 
+class CheckpointClock:
+    """When a trial writes its state: after its first epoch, then once the time since the last write is
+    at least the last write's cost / `share` (so writing takes at most `share` of the trial's time and
+    a crash loses at most that much training); `share` None: after every epoch (Population Based
+    Training clones and pauses trials at any epoch it judges). `clock`: seconds (a test's fake one)."""
+
+    def __init__(self, share: float | None, clock=time.monotonic):
+        self.share, self.clock = share, clock
+        self.cost = 0.0  # seconds the last write took; none yet: the first epoch writes
+        self.last = clock()
+
+    def due(self) -> bool:
+        return self.share is None or (self.clock() - self.last) * self.share >= self.cost
+
+    def wrote(self, started: float) -> None:
+        self.last = self.clock()
+        self.cost = self.last - started
+
+
+def ended(checkpoint: tune.Checkpoint) -> bool:
+    """Whether the checkpoint is a trial's last one (its history, no weights): restored, e.g. after
+    Ctrl-C between its last report and its end, the trial has nothing left to train."""
+    with checkpoint.as_directory() as d:
+        return (Path(d) / ENDED_FILE).is_file()
+
+
 def load_state(checkpoint: tune.Checkpoint, device: torch.device) -> dict | None:
     """The trial's last state, or None (start over, with a warning in the trial's log) when the
     checkpoint is unreadable, e.g. cut short by a full disk or a crash while it was written."""
@@ -63,6 +94,15 @@ def read_state(path: Path, device: torch.device) -> dict | None:
 
 
 SHARED_MEMORY = Path("/dev/shm")
+
+
+def history_checkpoint(history: list[dict]) -> tempfile.TemporaryDirectory:
+    """The checkpoint of a trial's last epoch: its history (search/tables.py reads it) and the ENDED
+    mark, without the weights, which nothing reads once a trial ended."""
+    folder = tempfile.TemporaryDirectory(prefix="hpsearch-")
+    (Path(folder.name) / HISTORY_FILE).write_text(json.dumps(history))
+    (Path(folder.name) / ENDED_FILE).write_text("")
+    return folder
 
 
 def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
@@ -90,12 +130,14 @@ def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirect
 
 
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,
-              marker_dir: str | None = None, tail_dir: str | None = None, tracked: tuple[str, ...] = ()) -> None:
+              marker_dir: str | None = None, tail_dir: str | None = None, tracked: tuple[str, ...] = (),
+              checkpoint_share: float | None = CHECKPOINT_SHARE) -> None:
     """Only the search splits reach a trial: the held-out split stays with the driver. With
     `tail_dir`, the trial takes more torch threads when the driver says slots idle (search/tail_resources.py).
     With `tracked` (a scheduler that changes configs mid-run: Population Based Training), each epoch's
     row holds the values of those keys and, as CHANGES, the whole schedule its weights were trained
-    with, inherited from the trials it was cloned from (retraining replays it)."""
+    with, inherited from the trials it was cloned from (retraining replays it). `checkpoint_share`:
+    see CheckpointClock."""
     exp = experiments.get(experiment)
     config = {**base, **params}
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -103,15 +145,27 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     device = trial_device()
     node = ray.get_runtime_context().get_node_id()[:12]  # which machine ran it (a cluster has several)
     checkpoint = tune.get_checkpoint()
+    if checkpoint and ended(checkpoint):
+        return  # it reported its last epoch before the run was interrupted: nothing left to train
     state = load_state(checkpoint, device) if checkpoint else None
+    clock = CheckpointClock(checkpoint_share)
 
     def report(row: dict[str, float], make_state, last: bool) -> None:
         if tracked:  # the history of a restored state is the donor's: the schedule of these very weights
             state = make_state(snapshot=False)  # built once: the checkpoint below saves this very state
             row = {**row, CHANGES: json.dumps(changes_of(state["history"], list(tracked)))}
             make_state = lambda snapshot, state=state: state  # noqa: E731
-        with written_checkpoint(make_state) as d:
-            tune.report({**row, FINISHED: last, NODE: node}, checkpoint=tune.Checkpoint.from_directory(d))
+        row = {**row, FINISHED: last, NODE: node}
+        if last:
+            with history_checkpoint(make_state(snapshot=False)["history"]) as d:
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+        elif clock.due():
+            started = clock.clock()
+            with written_checkpoint(make_state) as d:
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+            clock.wrote(started)
+        else:
+            tune.report(row)
         threads = tail_resources.read_threads(tail_dir) if tail_dir else None
         if threads is not None and threads > torch.get_num_threads():
             torch.set_num_threads(threads)  # the search's tail: other slots are idle

@@ -23,7 +23,7 @@ from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
-from search.trial import DIVERGED, run_trial
+from search.trial import CHECKPOINT_SHARE, DIVERGED, run_trial
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
 
@@ -87,7 +87,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                              # with --storage (a cluster), where every node's retry of a trial sees them
                              marker_dir=str((tune_dir if storage else run_dir) / DIVERGED),
                              tail_dir=str(run_dir) if plan.grow_tail else None,
-                             tracked=tuple(space) if scheduler.changes_config else ()),
+                             tracked=tuple(space) if scheduler.changes_config else (),
+                             checkpoint_share=None if scheduler.checkpoints_every_epoch else CHECKPOINT_SHARE),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,

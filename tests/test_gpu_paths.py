@@ -180,3 +180,101 @@ def test_a_gpu_trials_cpus_come_from_the_gpu_nodes_not_a_cpu_only_head():
     assert plan(gpus_per_trial=1.0).cpus_per_trial == 8.0
     with pytest.raises(UserError, match="--cpus-per-trial 9: no GPU node has that many CPUs"):
         plan(cpus_per_trial=9.0)
+
+
+def writes(share, epoch_s: float, write_s: float, epochs: int) -> list[int]:
+    """The epochs after which CheckpointClock writes, on a fake clock: each epoch and each write take
+    the given seconds."""
+    now = [0.0]
+    clock = trial.CheckpointClock(share, clock=lambda: now[0])
+    out = []
+    for epoch in range(1, epochs + 1):
+        now[0] += epoch_s
+        if clock.due():
+            started = now[0]
+            now[0] += write_s
+            clock.wrote(started)
+            out.append(epoch)
+    return out
+
+
+def test_checkpoints_take_at_most_their_share_of_a_trials_time():
+    """The 155 MB state of a shapes trial takes about 0.2 s to write and copy. On a CPU (epochs of
+    seconds) every epoch writes; on a GPU (0.1 s epochs) writing every epoch would be 2/3 of the
+    time: it writes after the first epoch, then once 20 x the write's cost has passed."""
+    assert writes(0.05, epoch_s=10.0, write_s=0.2, epochs=5) == [1, 2, 3, 4, 5]
+    gpu = writes(0.05, epoch_s=0.1, write_s=0.2, epochs=100)
+    gaps = [b - a for a, b in zip(gpu, gpu[1:], strict=False)]
+    assert gpu[0] == 1 and len(gpu) == 3 and all(40 <= g <= 41 for g in gaps)  # 4 s of epochs between writes
+    assert (len(gpu) - 1) * 0.2 <= 0.05 * 100 * 0.1 * 1.01  # the writes after the first: within the share
+    assert writes(None, epoch_s=0.1, write_s=0.2, epochs=4) == [1, 2, 3, 4]  # PBT: every epoch
+
+
+class FakeTune:
+    """What run_trial asks of Ray Tune, in process: reports and checkpoints are kept in memory."""
+
+    def __init__(self, tmp: Path, checkpoint=None):
+        import types
+
+        self.reports, self.tmp, self.checkpoint = [], tmp, checkpoint
+        resources = types.SimpleNamespace(required_resources={"CPU": 1})
+        self.context = types.SimpleNamespace(get_trial_resources=lambda: resources, get_trial_dir=lambda: str(tmp),
+                                             get_trial_id=lambda: "t1")
+        self.Checkpoint = trial.tune.Checkpoint
+
+    def get_context(self):
+        return self.context
+
+    def get_checkpoint(self):
+        return self.checkpoint
+
+    def report(self, row, checkpoint=None):
+        import shutil
+
+        kept = None
+        if checkpoint is not None:  # Ray copies the folder into the run's storage
+            kept = self.tmp / f"checkpoint_{len(self.reports):06d}"
+            shutil.copytree(checkpoint.path, kept)
+        self.reports.append((row, kept))
+
+
+def test_a_trials_last_epoch_keeps_its_history_not_its_weights_and_a_restored_end_trains_nothing(tmp_path,
+                                                                                               monkeypatch):
+    import json
+    import types
+
+    from datasets.shapes_generator import generate
+    from search.experiments import shapes
+    from search.loop import Split
+    from search.protocol import FINISHED, HISTORY_FILE
+
+    images, counts = generate(96, seed=3)
+    train, val = Split(images[:64, None], counts[:64]), Split(images[64:, None], counts[64:])
+    base = {**shapes.DEFAULTS, "epochs": 3, "seed": 0, "batch_size": 64, "precision": "fp32"}
+    fake = FakeTune(tmp_path)
+    monkeypatch.setattr(trial, "tune", fake)
+    monkeypatch.setattr(trial.ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(trial.ray, "get_runtime_context",
+                        lambda: types.SimpleNamespace(get_node_id=lambda: "node0123456789"))
+    trial.run_trial({}, experiment="shapes", base=base, train=train, val=val, marker_dir=str(tmp_path))
+    assert [row["epoch"] for row, _ in fake.reports] == [1, 2, 3]
+    assert [row[FINISHED] for row, _ in fake.reports] == [False, False, True]
+    first, last = fake.reports[0][1], fake.reports[-1][1]
+    assert (first / trial.STATE_FILE).is_file()  # epochs of seconds on a CPU: written
+    assert not (last / trial.STATE_FILE).exists() and (last / trial.ENDED_FILE).is_file()
+    assert [r["epoch"] for r in json.loads((last / HISTORY_FILE).read_text())] == [1, 2, 3]
+
+    again = FakeTune(tmp_path / "again", checkpoint=trial.tune.Checkpoint.from_directory(last))
+    monkeypatch.setattr(trial, "tune", again)
+    trial.run_trial({}, experiment="shapes", base=base, train=train, val=val, marker_dir=str(tmp_path))
+    assert again.reports == []  # restored after its last report: it ended then
+
+
+def test_retrain_runs_take_a_trials_gpu_share_and_keep_their_worker():
+    """Eight retrain runs share a GPU as trials do, and a worker runs one after another (Ray's default
+    for a GPU task, a fresh worker each, pays a CUDA context per run)."""
+    from search import retraining
+    from search.plan import GPU_SHARE
+
+    options = retraining.retrain_task(1, GPU_SHARE)._default_options
+    assert options["num_gpus"] == GPU_SHARE == 0.125 and options["max_calls"] == 0

@@ -236,7 +236,7 @@ def test_grow_a_finished_search(finished_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--trials", "8"], "has 8 trials already"),
+    (["--trials", "7"], "has 8 trials already"),
     (["--trials", "6"], "a run never shrinks"),
     (["--max-epochs", "5"], "--max-epochs: --resume continues"),
     (["--set", "dropout=0.2"], "--set: --resume continues"),
