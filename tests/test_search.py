@@ -352,6 +352,52 @@ def test_two_node_cluster_via_address(tmp_path):
     assert len(trials) == 2 and trials["node"].nunique() == 2  # one CPU per node: one trial on each
 
 
+@pytest.mark.slow
+def test_two_nodes_started_with_ray_start_as_the_readme_says(tmp_path, monkeypatch):
+    """The README's cluster recipe on 127.0.0.1: a head and a worker started by `ray start` with token
+    authentication (the token in RAY_AUTH_TOKEN), then a smoke search through --address and --storage
+    whose two trials run one on each node."""
+    import secrets
+    import socket
+
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats",
+              "--block"]  # --block: the node lives as long as this process, and goes with its SIGTERM
+    nodes = [subprocess.Popen([ray_cli, "start", "--head", "--port", str(port), "--include-dashboard=false",
+                               *common], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while subprocess.run([ray_cli, "status", "--address", address], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the head did not start"
+            time.sleep(1)
+        nodes.append(subprocess.Popen([ray_cli, "start", "--address", address, *common],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        alive = [sys.executable, "-c", f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+                 "print(sum(n['Alive'] for n in ray.nodes()))"]
+        while subprocess.run(alive, capture_output=True, text=True).stdout.strip() != "2":
+            assert time.monotonic() < deadline, "the worker did not join"
+            time.sleep(1)
+        # a user's command, in its own process: Ray reads RAY_AUTH_MODE when it is imported
+        done = subprocess.run([sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "2",
+                               "--max-epochs", "1", "--results", str(tmp_path), "--name", "c", "--address", address,
+                               "--storage", str(tmp_path / "shared")], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        for node in reversed(nodes):
+            node.terminate()
+            node.wait(timeout=60)
+    trials = pd.read_csv(tmp_path / "shapes" / "c" / "trials.csv")
+    info = json.loads((tmp_path / "shapes" / "c" / "run.json").read_text())
+    assert info["hardware"]["nodes"] == 2 and len(trials) == 2 and trials["node"].nunique() == 2
+    assert (tmp_path / "shared" / "shapes-c").is_dir() and not (tmp_path / "shapes" / "c" / "tune").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "nosuchkey=1"], "unknown config key nosuchkey"),
     (["--set", "dropout=0.9"], "outside the search space"),
