@@ -338,7 +338,7 @@ def main(argv: list[str]) -> int:
 
     storage = Path(tempfile.mkdtemp(prefix="search_efficiency-ray-"))
     runs: list[dict] = []
-    ray.init(num_cpus=max(2, args.concurrency), include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=max(2, args.concurrency), include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
     try:
         for seed in range(args.seeds):

@@ -22,6 +22,7 @@ import torch
 from datasets.errors import DataError
 from datasets.files import atomic_write
 from search import analyse, cli, experiments, report_plots, schedulers, study_stats
+from search import storage as trial_storage
 from search.analyse import Run
 from search.config import UserError, format_config
 from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
@@ -218,7 +219,8 @@ def files_section(run: Run) -> str:
     rounds = run.record.rounds
     names = ["tune"] + [f"tune-{k}" for k in range(2, rounds + 1)]
     if storage:
-        where = f"{shown(Path(storage).expanduser())}/{run.path.parent.name}-{run.path.name}"
+        where = (storage.rstrip("/") if trial_storage.is_uri(storage) else shown(Path(storage).expanduser())
+                 ) + f"/{run.path.parent.name}-{run.path.name}"
         names = [where] + [f"{where}-{k}" for k in range(2, rounds + 1)]
     tune = ", ".join(f"{n}/" for n in names) + (" (moved there by --storage)" if storage else "") + (
         f" (one per round: the search was grown {rounds - 1} time{'s' if rounds > 2 else ''} with "

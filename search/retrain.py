@@ -9,6 +9,7 @@ runs are kept: after an interruption the same command goes on with the others.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -38,7 +39,9 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{name} {value}: give a whole number of at least 1")
     with RunLock(run_dir):  # not while the search (or another retraining) writes this run
         ctx = stages.finished_run(run_dir)
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+        # $RAY_ADDRESS's cluster, else a new local Ray (not one whose address `ray start` left behind)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
+                 configure_logging=True, logging_level="WARNING")
         cli.stop_on_sigterm()
         try:
             stages.retrain(ctx, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, cpus=args.cpus_per_run,

@@ -32,6 +32,7 @@ import ray
 
 from datasets.files import atomic_write
 from search import analyse, cli, experiments, record, schedulers, stages, warm
+from search import storage as trial_storage
 from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import write_csv
@@ -153,7 +154,8 @@ def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
         if args.address:
             ray.init(address=args.address, **common)
         else:
-            ray.init(num_cpus=int(hw.cpus), num_gpus=int(hw.gpus), **common)
+            # "local": a new Ray of our own, even where `ray start` left a cluster's address behind
+            ray.init(address="local", num_cpus=int(hw.cpus), num_gpus=int(hw.gpus), **common)
     except (ConnectionError, RuntimeError, ValueError) as e:
         if args.address:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -198,10 +200,9 @@ def main(argv: list[str]) -> int:
         now = args
         args = parser().parse_args(record.argv_of(run_dir))
         check_same_options(now, args, run_dir)
-        storage_path, tune_name = tune_location(run_dir, args.storage)
-        if not (Path(storage_path) / tune_name).is_dir():
-            raise UserError(f"{run_dir}: Ray's experiment folder {Path(storage_path) / tune_name} is missing; "
-                            "cannot resume without it")
+        tune_dir = trial_storage.join(*tune_location(run_dir, args.storage))
+        if not trial_storage.exists(tune_dir):
+            raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
         args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
         previous = record.RunRecord.read(run_dir)
@@ -275,6 +276,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         raise UserError(f"{results}: cannot write results there ({e.strerror}); pass --results DIR") from None
     if args.address:
         check_reachable(args.address)
+    if args.storage:
+        trial_storage.check(args.storage)
     # absolute, as --data-dir: a resumed run may start from another folder
     warm_from = [Path(d).expanduser().resolve() for d in args.warm_start_from]
     args.warm_start_from = [str(d) for d in warm_from]

@@ -23,6 +23,7 @@ import torch
 from ray import tune
 
 from search import experiments, faults, tail_resources
+from search import storage as trial_storage
 from search.loop import NonFiniteError, Split, changes_of, fit
 from search.protocol import CHANGES, FINISHED, HISTORY_FILE, NODE
 
@@ -174,9 +175,11 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
     # a NaN fails at once instead of spending the epochs again. The marker goes to the run folder
     # (absolute, written synchronously), not the trial's folder: Ray stages that locally and syncs
     # it later, so the next attempt may not see it yet.
-    diverged = Path(marker_dir or tune.get_context().get_trial_dir()) / f"{tune.get_context().get_trial_id()}.txt"
-    if diverged.is_file():  # only a retry of this trial sees it
-        raise NonFiniteError(diverged.read_text())
+    diverged = trial_storage.join(marker_dir or tune.get_context().get_trial_dir(),
+                                  f"{tune.get_context().get_trial_id()}.txt")  # a URI with a URI --storage
+    why = trial_storage.read_text(diverged)
+    if why is not None:  # only a retry of this trial sees it
+        raise NonFiniteError(why)
     task = exp.task
     fault = faults.from_env(config)  # tests only: HPSEARCH_FAULT unset in real use
     if fault is not None:
@@ -186,6 +189,5 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
         fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
             on_epoch=report, state=state, tracked=tracked)
     except NonFiniteError as e:
-        diverged.parent.mkdir(parents=True, exist_ok=True)
-        diverged.write_text(str(e))
+        trial_storage.write_text(diverged, str(e))
         raise

@@ -18,6 +18,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCall
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search import schedulers, tables, tail_resources
+from search import storage as trial_storage
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
 from search.plan import Plan
@@ -48,17 +49,23 @@ class CsvLogger(_KeepLocalRows, CSVLoggerCallback):
 
 
 def tune_location(run_dir: Path, storage: str | None, tune_round: int = 1) -> tuple[str, str]:
-    """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it. A grown
-    search (`--resume --trials N`) runs each growth as a new Ray experiment beside it: tune-2, tune-3..."""
+    """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it (to a
+    folder or a URI, search/storage.py). A grown search (`--resume --trials N`) runs each growth as a
+    new Ray experiment beside it: tune-2, tune-3..."""
     suffix = "" if tune_round == 1 else f"-{tune_round}"
     if storage is None:
         return str(run_dir), "tune" + suffix
-    return str(Path(storage).expanduser().resolve()), f"{run_dir.parent.name}-{run_dir.name}{suffix}"
+    return trial_storage.location(storage), f"{run_dir.parent.name}-{run_dir.name}{suffix}"
 
 
-def tune_dirs(run_dir: Path, storage: str | None, rounds: int) -> list[Path]:
-    """Ray's experiment folders of a search, in the order they ran."""
-    return [Path(p) / n for p, n in (tune_location(run_dir, storage, k) for k in range(1, rounds + 1))]
+def tune_dirs(run_dir: Path, storage: str | None, rounds: int) -> list[str]:
+    """Ray's experiment folders (paths or URIs) of a search, in the order they ran."""
+    return [trial_storage.join(*tune_location(run_dir, storage, k)) for k in range(1, rounds + 1)]
+
+
+def readable(tune_dir: str, run_dir: Path) -> Path:
+    """A local folder to build the tables from: Ray's folder itself, or a copy of a URI's small files."""
+    return trial_storage.local_copy(tune_dir, run_dir / ".storage-copy" / Path(tune_dir).name)
 
 
 def quiet() -> None:
@@ -77,15 +84,16 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                print_fn=None, prior: list | None = None, tune_round: int = 1) -> tune.ResultGrid:
     """Run round `tune_round` of the search (1, or a growth: `--resume --trials N`), or continue it."""
     storage_path, name = tune_location(run_dir, storage, tune_round)
-    tune_dir = Path(storage_path) / name
+    tune_uri = trial_storage.join(storage_path, name)  # a local path unless --storage is a URI
+    tune_dir = readable(tune_uri, run_dir)
     scheduler = schedulers.of_plan(plan)
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
-    earlier = tables.collect_rounds(tune_dirs(run_dir, storage, tune_round)[:-1], base, exp.objective, exp.mode,
-                                    scheduler.stop_reason)
+    earlier = tables.collect_rounds([readable(d, run_dir) for d in tune_dirs(run_dir, storage, tune_round)[:-1]],
+                                    base, exp.objective, exp.mode, scheduler.stop_reason)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              # with --storage (a cluster), where every node's retry of a trial sees them
-                             marker_dir=str((tune_dir if storage else run_dir) / DIVERGED),
+                             marker_dir=trial_storage.join(tune_uri if storage else str(run_dir), DIVERGED),
                              tail_dir=str(run_dir) if plan.grow_tail else None,
                              tracked=tuple(space) if scheduler.changes_config else (),
                              checkpoint_share=None if scheduler.checkpoints_every_epoch else CHECKPOINT_SHARE),
@@ -98,8 +106,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
     quiet()
 
-    if resume and tune.Tuner.can_restore(str(tune_dir)):
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+    if resume and tune.Tuner.can_restore(tune_uri):
+        tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks

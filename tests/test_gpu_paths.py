@@ -278,3 +278,37 @@ def test_retrain_runs_take_a_trials_gpu_share_and_keep_their_worker():
 
     options = retraining.retrain_task(1, GPU_SHARE)._default_options
     assert options["num_gpus"] == GPU_SHARE == 0.125 and options["max_calls"] == 0
+
+
+@pytest.mark.slow
+def test_a_uri_storage_is_passed_to_ray_as_a_uri_and_read_back_through_pyarrow(tmp_path, monkeypatch, capsys):
+    """--storage file:///... (pyarrow's local filesystem behind a URI, as s3:// or gs:// would be): Ray
+    writes the trial folders there, a diverged trial's marker goes there through pyarrow, and the
+    tables, the resume check and the report's file list read it back without turning the URI into a
+    local path."""
+    from search.faults import ENV as FAULT_ENV
+
+    shared = tmp_path / "bucket"
+    uri = f"file://{shared}"
+    monkeypatch.setenv(FAULT_ENV, "nan@1:schedule=constant")  # the warm start diverges, its one-cycle variant not
+    args = ["shapes", "--smoke", "--trials", "2", "--max-epochs", "1", "--concurrency", "1", "--seed", "0",
+            "--results", str(tmp_path / "results"), "--name", "u", "--storage", uri]
+    assert cli.run(run.main, args) == 0
+    run_dir = tmp_path / "results" / "shapes" / "u"
+    trials = __import__("pandas").read_csv(run_dir / "trials.csv")
+    assert len(trials) == 2 and sorted(trials["status"]) == ["completed", "failed"]
+    assert len(list((shared / "shapes-u").glob("*/params.json"))) == 2 and not (run_dir / "tune").exists()
+    assert len(list((shared / "shapes-u" / "diverged").glob("*.txt"))) == 1
+    assert f"{uri}/shapes-u/" in (run_dir / "report.md").read_text()
+    capsys.readouterr()
+    # a finished search resumes straight to the retraining: the URI's experiment folder is found
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path / "results"), "--name", "u", "--resume"]) == 0
+    assert "search: already finished" in capsys.readouterr().out
+
+
+def test_a_storage_that_cannot_be_written_is_one_line_before_anything_runs(tmp_path, capsys):
+    args = ["shapes", "--smoke", "--results", str(tmp_path), "--name", "x", "--storage", "nosuch://bucket/path"]
+    assert cli.run(run.main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --storage nosuch://bucket/path: cannot write there") and len(err.splitlines()) == 1
+    assert not (tmp_path / "shapes" / "x").exists()

@@ -397,6 +397,22 @@ def test_two_nodes_started_with_ray_start_as_the_readme_says(tmp_path, monkeypat
     assert info["hardware"]["nodes"] == 2 and len(trials) == 2 and trials["node"].nunique() == 2
     assert (tmp_path / "shared" / "shapes-c").is_dir() and not (tmp_path / "shapes" / "c" / "tune").exists()
 
+    # `ray start --head` left the (now stopped) cluster's address in /tmp/ray for ray.init() to join:
+    # a local run (no --address) starts its own Ray all the same
+    from ray._common.utils import get_ray_address_file
+
+    left = Path(get_ray_address_file(None))  # /tmp/ray/ray_current_cluster
+    assert left.read_text().strip().endswith(f":{port}")
+    try:
+        local_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}  # its own token
+        done = subprocess.run([sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "1",
+                               "--max-epochs", "1", "--results", str(tmp_path), "--name", "local"], cwd=REPO,
+                              capture_output=True, text=True, env=local_env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        if left.is_file() and left.read_text().strip().endswith(f":{port}"):
+            left.unlink()  # leave the machine as the test found it
+
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "nosuchkey=1"], "unknown config key nosuchkey"),
