@@ -205,8 +205,9 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
         args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
-        previous = record.RunRecord.read(run_dir)
-        stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)  # before Ray
+        if args.grow_to is not None:  # refused before Ray starts (prepare checks again, under the lock)
+            previous = record.RunRecord.read(run_dir)
+            stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)
     request = checked_request(exp, args, argv)
     with RunLock(request.run_dir):  # refuses while another process writes this run
         if args.overwrite and not args.resume:  # only now: every check above has passed

@@ -116,8 +116,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
             progress.ended = progress.ended_before = (
                 progress.ended + int(trials["status"].isin(["completed", "failed"]).sum()))
         if not scheduler.proposes_configs:  # PBT's state is its trials' (restored with them)
-            # Ray restores the searcher's state but the scheduler as it was pickled at the start: ASHA
-            # would judge the trials left against an empty rung. Rebuilt from what they all reported.
+            # Ray restores the searcher's state but the scheduler as it was pickled at the start, so the
+            # trials left would be judged against empty rungs. Rebuilt from what they all reported.
             tuner._local_tuner._tune_config.scheduler = rebuilt = scheduler.build(plan, metric, mode, space)
             scheduler.carry_over(rebuilt, pd.concat([earlier[1], history], ignore_index=True), metric, mode)
     else:
