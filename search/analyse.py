@@ -21,6 +21,7 @@ import pandas as pd
 
 from search import cli, experiments
 from search.config import UserError, format_config
+from search.experiment import matches, warm_start
 from search.io import read_csv
 from search.plan import Plan
 from search.record import RunRecord
@@ -30,6 +31,16 @@ from search.tables import best_trial
 
 def _csv(path: Path) -> pd.DataFrame:
     return read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+
+
+def kept_baseline(trials: pd.DataFrame, record: RunRecord) -> bool:
+    """Whether the search's best trial is the baseline's own (the warm start): then the search
+    recommends keeping the baseline."""
+    best = best_trial(trials, record.objective, record.mode) if not trials.empty else None
+    if best is None:
+        return False
+    space = {k: experiments.get(record.experiment).space[k] for k in record.searched}
+    return matches(best, warm_start(dict(record.base_config), space))
 
 
 @dataclass
@@ -93,6 +104,9 @@ class Run:
     def best(self) -> pd.Series | None:
         """The search's best trial (best epoch on the objective), or None if none finished one."""
         return best_trial(self.trials, self.objective, self.mode)
+
+    def kept_baseline(self) -> bool:
+        return kept_baseline(self.trials, self.record)
 
     def ranked(self) -> pd.DataFrame:
         """Trials with an objective value, best first (failed trials last, in creation order)."""
@@ -168,7 +182,7 @@ def summary(run: Run) -> str:
         lines.append("\nnot retrained yet: python -m search.retrain " + str(run.path))
     else:
         lines.append("\nretrained on fresh seeds, scored on the held-out split:\n" + table.to_string(index=False))
-        lines.append("verdict: " + verdict_sentence(run.verdict(), run.test_objective))
+        lines.append("verdict: " + verdict_sentence(run.verdict(), run.test_objective, run.kept_baseline()))
     return "\n".join(lines)
 
 

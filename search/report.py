@@ -58,7 +58,7 @@ def _link(path: Path | None, alt: str) -> str:
 # ----------------------------------------------------------------------------- sections
 
 
-def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir: Path) -> str:
+def verdict_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     out = ["## Verdict\n"]
     if run.retrain.empty:
         return out[0] + f"Not retrained yet: `python -m search.retrain {shown(run.path)}`.\n"
@@ -66,12 +66,13 @@ def verdict_section(run: Run, exp: Experiment, baseline_id: str | None, fig_dir:
     out.append(f"Each configuration was trained for {int(run.retrain['config_epochs'].iloc[0])} epochs on the whole "
                f"training split ({run.record.data.get('full_train', '?')} images) with the same fresh seeds, then "
                f"scored once on the {run.record.data.get('test', '?')} held-out images no trial ever saw.\n")
-    sentence = verdict_sentence(v, metric)
-    out.append("**" + sentence[0].upper() + sentence[1:] + "**\n")
     best = run.best()
-    if best is not None and best["trial_id"] == baseline_id:
-        out.append(f"In the search itself no trial beat the baseline's own trial ({best['trial_id']}) on "
-                   f"{run.objective}; the tuned configs retrained here are the best of the others.\n")
+    kept = run.kept_baseline()
+    sentence = verdict_sentence(v, metric, kept)
+    out.append("**" + sentence[0].upper() + sentence[1:] + "**\n")
+    if kept:
+        out.append(f"The baseline's own trial ({best['trial_id']}) was the best on {run.objective} in the search; "
+                   "the tuned configs retrained here are the best of the others.\n")
     rows = []
     for _, r in v.iterrows():
         runs = run.retrain.loc[run.retrain["label"] == r["label"]].sort_values("seed")[metric]
@@ -260,7 +261,7 @@ def build(run_dir: str | Path, diagnose: bool = True) -> Path:
     baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
     title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.record.command}`\n"
     limits = {**LOOP_LIMITS, **exp.limits}
-    parts = [title, verdict_section(run, exp, baseline_id, fig_dir), study_section(run, exp, space),
+    parts = [title, verdict_section(run, exp, fig_dir), study_section(run, exp, space),
              best_configs_section(run, exp, space, baseline_id),
              objective_section(run, space, limits, baseline_id, fig_dir),
              curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),

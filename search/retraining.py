@@ -24,6 +24,7 @@ import torch
 
 from datasets.files import atomic_write
 from search import experiments, tensorboard
+from search.analyse import kept_baseline
 from search.config import UserError, format_config
 from search.experiment import Data, Experiment, matches, warm_start
 from search.io import read_csv, read_json, write_csv, write_json
@@ -237,5 +238,5 @@ def retrain(run_dir: Path, record: RunRecord, data: Data, *, top_k: int, seeds: 
     for _, r in v.iterrows():
         print_fn(f"  {r['label']:<8} {metric} {r['mean']:.4f} ± {r['std']:.4f} "
                  f"(95% {r['ci_low']:.4f} .. {r['ci_high']:.4f}, n={int(r['n'])})")
-    print_fn("verdict: " + verdict_sentence(v, metric))
+    print_fn("verdict: " + verdict_sentence(v, metric, kept_baseline(read_csv(run_dir / "trials.csv"), record)))
     return v

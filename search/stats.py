@@ -49,12 +49,18 @@ def verdict(retrain: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict_sentence(v: pd.DataFrame, metric: str) -> str:
+def verdict_sentence(v: pd.DataFrame, metric: str, kept_baseline: bool = False) -> str:
+    """`kept_baseline`: the search's best trial was the baseline's own, so what the search recommends
+    is the baseline; the best other config was retrained for reference only."""
     tuned = v[v["label"] != BASELINE]
     if tuned.empty:
         return "no tuned configuration was retrained."
     best = tuned.iloc[0]
     diff = f"{best['diff_mean']:+.4f} (95% interval {best['diff_low']:+.4f} .. {best['diff_high']:+.4f})"
+    if kept_baseline:
+        return (f"no trial beat the baseline's own trial in the search, so the search recommends keeping the "
+                f"baseline; the best other config, retrained for reference, against it on {metric}: paired "
+                f"difference {diff} over {int(best['n'])} seeds.")
     if best.get("beats_baseline"):
         return f"the best tuned config beats the baseline beyond seed noise on {metric}: paired difference {diff}."
     if best.get("worse_than_baseline"):

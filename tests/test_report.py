@@ -45,8 +45,13 @@ def test_report_states_the_verdict_from_the_retrain_table(smoke_run):
     # the baseline row shows its seeds' runs, then their mean ± std, as computed here from retrain.csv
     runs = " ".join(f"{v:.3f}" for v in table[table["label"] == "baseline"].sort_values("seed")["test_acc"])
     assert f"| baseline | 2 | {runs} | {base.mean():.4f} ± {base.std(ddof=1):.4f} |" in text
-    assert ("beats the baseline beyond seed noise" in text) or ("does not beat the baseline" in text)
     run = analyse.load(run_dir)
+    # the warm-start trial is the first one: the search keeps the baseline when that trial is its best
+    assert run.kept_baseline() == (run.best()["trial_id"] == run.trials["trial_id"].iloc[0])
+    if run.kept_baseline():
+        assert "the search recommends keeping the baseline" in text
+    else:
+        assert ("beats the baseline beyond seed noise" in text) or ("does not beat the baseline" in text)
     counts = run.trials["status"].value_counts()
     assert f"- trials: {len(run.trials)} ({counts.get('completed', 0)} completed" in text
 

@@ -101,6 +101,9 @@ def test_verdict_statistics_by_hand():
     v = stats.verdict(worse, "test_acc", "max")
     assert bool(v.set_index("label").loc["top1", "worse_than_baseline"]) is True
     assert "is worse than the baseline" in stats.verdict_sentence(v, "test_acc")
+    # the search's best trial was the baseline's own: the search recommends it, the other is for reference
+    kept = stats.verdict_sentence(v, "test_acc", kept_baseline=True)
+    assert "recommends keeping the baseline" in kept and "for reference" in kept and "-0.0500" in kept
     assert bool(stats.verdict(worse, "test_acc", "min").set_index("label").loc["top1", "beats_baseline"]) is True
 
 
