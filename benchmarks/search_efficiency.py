@@ -1,7 +1,10 @@
 """Search efficiency: the default CPU strategy against random search and a plain Optuna study, per epoch spent.
 
-    python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs 6]
-        [--budget-epochs 60] [--seeds 2] [--concurrency 2] [--grace 2] [--no-warm-start] [--out DIR]
+    python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs E]
+        [--budget-epochs 80] [--seeds 3] [--concurrency 2] [--grace G] [--no-warm-start] [--out DIR]
+
+E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); 80 epochs is about
+what that budget's 16 trials spend under ASHA (84 in a default run on the real data).
 
 The claim under test (#13): at the same total epoch budget, the default CPU strategy reaches random
 search's final best validation top-1 with at most half the epochs, and ends higher, in the mean
@@ -57,11 +60,14 @@ def parser() -> argparse.ArgumentParser:
     # 2,000 images x 6 epochs left top-1 near chance (best 0.025 of 105 classes): nothing to rank.
     p.add_argument("--subset", type=int, default=4000, help="training images per trial (first N of the inner train)")
     p.add_argument("--val", type=int, help="cap on validation images (default: the whole inner validation split)")
-    p.add_argument("--max-epochs", type=int, default=6, help="epochs of a trial never stopped early")
-    p.add_argument("--budget-epochs", type=int, default=60, help="epochs per search, summed over its trials")
-    p.add_argument("--seeds", type=int, default=2, help="search seeds 0..N-1 (sampler and trial seed)")
+    budget = shapes.EXPERIMENT.budget_cpu
+    p.add_argument("--max-epochs", type=int, default=budget.max_epochs, help="epochs of a trial never stopped "
+                   "early (default: the CPU budget's)")
+    p.add_argument("--budget-epochs", type=int, default=80, help="epochs per search, summed over its trials")
+    p.add_argument("--seeds", type=int, default=3, help="search seeds 0..N-1 (sampler and trial seed)")
     p.add_argument("--concurrency", type=int, default=2, help="trials at once, 1 CPU each")
-    p.add_argument("--grace", type=int, default=2, help="ASHA's first rung, in epochs")
+    p.add_argument("--grace", type=int, default=budget.grace_epochs, help="ASHA's first rung, in epochs (default: "
+                   "the CPU budget's)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA keeps 1/this past each rung")
     p.add_argument("--no-warm-start", action="store_true",
                    help="both methods start from their own samples, not from the baseline (which can dominate "
