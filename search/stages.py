@@ -6,7 +6,8 @@
     report(ctx)                        # report.md and its figures
 
 `python -m search.run` calls them in that order inside a Ray session and the run's lock;
-`--resume` calls the same stages on the record the run left (a finished search is not redone);
+`--resume` calls the same stages on the record the run left (a finished search is not redone,
+unless `--trials N` grows it);
 `--settings` runs them once per setting; `python -m search.retrain` calls the last two on a
 finished search. Every stage reads and updates the run's record (search/record.py) and nothing
 else carries state between them.
