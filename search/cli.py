@@ -40,7 +40,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _sigterm_as_sigint(signum, frame) -> None:
-    signal.raise_signal(signal.SIGINT)  # `kill` stops a run the way Ctrl-C does: cleanly, resumable
+    """`kill` stops a run the way Ctrl-C does: cleanly, resumable. A process started in the background
+    by a shell (`nohup ... &`) ignores SIGINT from its start: raised as a signal it would be lost."""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)  # through the handler in place (Ray Tune's, during a search)
 
 
 def stop_on_sigterm() -> None:

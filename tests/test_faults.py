@@ -147,3 +147,20 @@ def test_a_checkpoint_that_does_not_fit_in_shared_memory_goes_to_the_temp_folder
         assert torch.load(Path(d) / trial.STATE_FILE, weights_only=True)["w"].sum() == 3
         assert json.loads((Path(d) / trial.HISTORY_FILE).read_text()) == [{"epoch": 1, "val_acc": 0.5}]
     assert calls == [False, False] and list(shm.iterdir()) == []  # no copy asked for; nothing left behind
+
+
+def test_kill_stops_a_run_started_in_the_background_too():
+    """A shell starts `nohup python -m search.run ... &` with SIGINT ignored: `kill` (SIGTERM, routed
+    to the Ctrl-C path) must still stop it, as it does a run in a terminal."""
+    import signal
+
+    from search import cli
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        for handler in (signal.SIG_IGN, signal.default_int_handler):
+            signal.signal(signal.SIGINT, handler)
+            with pytest.raises(KeyboardInterrupt):
+                cli._sigterm_as_sigint(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
