@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from search import pbt_report, study_stats
 from search.analyse import Run
 from search.config import UserError
-from search.experiment import Dim, Float, matches
+from search.experiment import Dim, Float
 from search.markdown import md_table
 from search.plan import Plan
 from search.searcher import to_tune
@@ -48,10 +48,6 @@ class Scheduler:
         it existed: Ray keeps a scheduler's state in memory only, so a resumed search (Tuner.restore
         restores the searcher, not the scheduler) and a grown one would otherwise judge their new
         results against nothing. A scheduler without state keeps this."""
-
-    def protect(self, built: TrialScheduler, points: list[dict[str, Any]]) -> None:
-        """Let the trials of these configs (the warm start: the baseline and its variants) run all their
-        epochs. A scheduler that stops nothing keeps this."""
 
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """Checkpoints Ray keeps per trial: the latest only (a resumed or retried trial needs no
@@ -95,36 +91,14 @@ def _correlation_table(run: Run, epochs: list[int]) -> str:
     return md_table(table) + "\n"
 
 
-class _ASHA(ASHAScheduler):
-    """Ray's ASHA, except for the trials of `protected` configs (the warm start): their values enter
-    the rungs (the others are cut against them) but they run all their epochs. On the real data
-    ASHA stopped the baseline's one-cycle and cosine variants at epoch 4 of 10 in 5 of 6 cases
-    (validation top-1 0.05-0.11 there: a one-cycle at its peak rate, a cosine barely annealed), so
-    TPE learned from 4-epoch values that these schedules lose, though tuned one-cycle and cosine
-    configs won both searches that beat the baseline. Running them out costs at most 6 epochs each."""
-
-    protected: list[dict[str, Any]] = []
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t and any(
-                matches(trial.config, point) for point in self.protected):
-            self._num_stopped -= 1
-            return TrialScheduler.CONTINUE
-        return action
-
-
 class Asha(Scheduler):
     name = "asha"
     summary = "asynchronous successive halving: trials are compared at rungs and the worse ones stopped"
     stopped_label = "stopped by ASHA"
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
-        return _ASHA(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
-                     grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
-
-    def protect(self, built: TrialScheduler, points: list[dict[str, Any]]) -> None:
-        built.protected = list(points)
+        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
+                             grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
 
     def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
         """Each trial's value at each rung it reached, recorded as ASHA records it (its first result at or

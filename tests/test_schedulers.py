@@ -193,28 +193,3 @@ def test_asha_carries_over_the_rungs_of_earlier_trials():
         result = {"training_iteration": 2, "val_rank_loss": value}
         assert built.on_trial_result(None, trial, result) == action
     assert schedulers.get("fifo").carry_over(FIFOScheduler(), history, "val_rank_loss", "min") is None
-
-
-def test_asha_runs_the_warm_start_out_and_cuts_the_others_against_it():
-    """A warm-start config (the baseline or one of its variants) below the rung's cutoff goes on and
-    its value enters the rung; the same value from another config is stopped."""
-    from ray.tune.schedulers import TrialScheduler
-
-    asha = schedulers.get("asha")
-    built = asha.build(plan(scheduler="asha", grace_epochs=2, reduction_factor=2), "val_rank_loss", "min")
-    asha.protect(built, [{"lr": 1e-3, "schedule": "onecycle"}])
-    history = pd.DataFrame([("a", 2, 3.0), ("b", 2, 3.2)], columns=["trial_id", "epoch", "val_rank_loss"])
-    asha.carry_over(built, history, "val_rank_loss", "min")
-
-    class Trial:
-        def __init__(self, trial_id, config):
-            self.trial_id, self.config = trial_id, config
-
-    result = {"training_iteration": 2, "val_rank_loss": 4.0}  # worse than both earlier trials
-    warm = Trial("warm", {"lr": 1e-3, "schedule": "onecycle"})
-    other = Trial("other", {"lr": 1e-3, "schedule": "cosine"})
-    for trial, action in ((warm, TrialScheduler.CONTINUE), (other, TrialScheduler.STOP)):
-        built.on_trial_add(None, trial)
-        assert built.on_trial_result(None, trial, dict(result)) == action
-    assert dict(built._brackets[0]._rungs)[2]["warm"] == -4.0  # recorded all the same
-    assert built._num_stopped == 1
