@@ -4,7 +4,8 @@ file://...) that Ray and this module open through pyarrow's filesystems, as Ray 
 A local path is resolved (a resumed run may start from another folder); a URI is kept as typed
 (`Path` would turn "s3://bucket" into "s3:/bucket"). The few files this project itself reads or
 writes there (a diverged trial's marker, the small files of each trial folder that the tables
-are built from) go through `read_text`, `write_text` and `local_copy`.
+are built from) go through `read_text`, `write_text` and `local_copy`: pyarrow's filesystems for
+a URI and a local folder alike.
 """
 
 from __future__ import annotations
@@ -28,27 +29,25 @@ def location(storage: str) -> str:
 
 
 def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+    """A path under `base`; `base` is absolute (see `location`) or a URI, so "/" joins both."""
+    return "/".join([base.rstrip("/"), *parts])
 
 
-def _fs(uri: str):
+def _fs(target: str):
+    """(pyarrow filesystem, path inside it): its local filesystem for an absolute path, else the URI's."""
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(uri)  # (filesystem, path inside it)
+    return pyarrow.fs.FileSystem.from_uri(target)
 
 
 def check(storage: str) -> None:
     """One line, before any trial runs, if --storage cannot be opened or written (an unknown scheme,
     missing credentials, a read-only folder), instead of every trial failing at its first checkpoint."""
-    where = location(storage)
-    probe = join(where, f".write-test-{os.getpid()}")
+    probe = join(location(storage), f".write-test-{os.getpid()}")
     try:
         write_text(probe, "")
-        if is_uri(where):
-            fs, path = _fs(probe)
-            fs.delete_file(path)
-        else:
-            Path(probe).unlink()
+        fs, path = _fs(probe)
+        fs.delete_file(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others by scheme
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"--storage {storage}: cannot write there ({first}); give a folder every node sees, "
@@ -56,10 +55,6 @@ def check(storage: str) -> None:
 
 
 def write_text(target: str, text: str) -> None:
-    if not is_uri(target):
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(text)
-        return
     fs, path = _fs(target)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
@@ -68,8 +63,6 @@ def write_text(target: str, text: str) -> None:
 
 def read_text(target: str) -> str | None:
     """The file's text, or None when there is none."""
-    if not is_uri(target):
-        return Path(target).read_text() if Path(target).is_file() else None
     import pyarrow.fs
 
     fs, path = _fs(target)
@@ -80,8 +73,6 @@ def read_text(target: str) -> str | None:
 
 
 def exists(folder: str) -> bool:
-    if not is_uri(folder):
-        return Path(folder).is_dir()
     import pyarrow.fs
 
     fs, path = _fs(folder)
