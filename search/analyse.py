@@ -36,7 +36,7 @@ def _csv(path: Path) -> pd.DataFrame:
 def kept_baseline(trials: pd.DataFrame, record: RunRecord) -> bool:
     """Whether the search's best trial is the baseline's own (the warm start): then the search
     recommends keeping the baseline."""
-    best = best_trial(trials, record.objective, record.mode) if not trials.empty else None
+    best = best_trial(trials, record.objective, record.mode)
     if best is None:
         return False
     space = {k: experiments.get(record.experiment).space[k] for k in record.searched}

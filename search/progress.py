@@ -41,11 +41,8 @@ class Progress(Callback):
         # a grown search: the (trials, history) of its earlier rounds, which the tables keep at their head
         self.earlier = earlier or (pd.DataFrame(), pd.DataFrame())
         self.ended = self.ended_before = len(self.earlier[0])
-        self.best: float | None = None
-        column = f"best_{objective}"
-        if column in self.earlier[0] and self.earlier[0][column].notna().any():  # the status line's best so far
-            values = self.earlier[0][column].dropna()
-            self.best = float(values.max() if mode == "max" else values.min())
+        best = tables.best_trial(self.earlier[0], objective, mode)  # the status line's best so far
+        self.best: float | None = None if best is None else float(best[f"best_{objective}"])
         self.latest: dict[str, dict[str, Any]] = {}  # newest result per trial, maybe not on disk yet
         self.trial_best: dict[str, float] = {}
         self.staging: Path | None = None

@@ -225,12 +225,6 @@ class Pbt(Scheduler):
             hyperparam_mutations=to_tune(mutable), custom_explore_fn=clipped_to(mutable),
             quantile_fraction=0.25, resample_probability=0.25, log_config=True)
 
-    def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
-        """Give `built` (from `build`) what the trials in `history` (history.csv's rows) reported before
-        it existed: Ray keeps a scheduler's state in memory only, so a resumed search (Tuner.restore
-        restores the searcher, not the scheduler) and a grown one would otherwise judge their new
-        results against nothing. A scheduler without state keeps this."""
-
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """A trial may clone the checkpoint another saved at its last perturbation, up to one interval
         (plus the epoch in flight) before that trial's latest: older ones may be deleted."""

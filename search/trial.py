@@ -101,9 +101,14 @@ def history_checkpoint(history: list[dict]) -> tempfile.TemporaryDirectory:
     """The checkpoint of a trial's last epoch: its history (search/tables.py reads it) and the ENDED
     mark, without the weights, which nothing reads once a trial ended."""
     folder = tempfile.TemporaryDirectory(prefix="hpsearch-")
-    (Path(folder.name) / HISTORY_FILE).write_text(json.dumps(history))
+    _write_history(Path(folder.name), history)
     (Path(folder.name) / ENDED_FILE).write_text("")
     return folder
+
+
+def _write_history(folder: Path, history: list[dict]) -> None:
+    """The rows of the state's history beside it, for search/tables.py (which does not unpickle weights)."""
+    (folder / HISTORY_FILE).write_text(json.dumps(history))
 
 
 def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
@@ -123,7 +128,7 @@ def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirect
     try:
         state = make_state(snapshot=False)
         torch.save(state, Path(folder.name) / STATE_FILE)  # serialised now: no copy
-        (Path(folder.name) / HISTORY_FILE).write_text(json.dumps(state["history"]))
+        _write_history(Path(folder.name), state["history"])
     except BaseException:
         folder.cleanup()
         raise
