@@ -173,6 +173,12 @@ def apply_group_element(x: Tensor, g: Tensor) -> Tensor:
     return out.view(b, c, h, w)
 
 
+def inverse_element(g: int) -> int:
+    """The element that undoes ``g``: a mirror is its own inverse, a turn by k is undone by 4 - k."""
+    f, k = divmod(g, 4)
+    return g if f else (4 - k) % 4
+
+
 def transform_counts(counts: Tensor, g: Tensor | int) -> Tensor:
     """Counts after applying group element(s) ``g`` (int or ``(B,)``) to the images.
 

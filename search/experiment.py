@@ -173,6 +173,11 @@ class Budget:
     searched: tuple[str, ...] | None = None
     scheduler: str = "asha"  # the trial scheduler at this budget (search/schedulers.py), unless --scheduler
     why: str = ""  # why this budget's scheduler and space: printed with the plan
+    # Search trials train on the whole search-train split, as retraining does (False: a CPU search trains
+    # on plan.CPU_SEARCH_SUBSET images, to halve its epochs' time).
+    full_split: bool = False
+    time_budget_min: float | None = None  # no trial starts after this many minutes of search (a guard)
+    rank_on: str = "smooth"  # "objective" where the smooth metric cannot see a searched key (e.g. a decoding rule)
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,8 @@ class Experiment:
     rank_metric: tuple[str, str] | None = None
     budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
+    # Named budgets `--budget NAME` picks instead of the hardware's (e.g. one sized to 90 minutes on a laptop).
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
     # Changes to the baseline the search evaluates right after it, before TPE's own proposals (the
     # next guesses of a person, e.g. the seed's config under each lr schedule); keys outside the
     # searched space are ignored, and a variant that changes nothing searched is dropped.
@@ -214,6 +221,15 @@ class Experiment:
         if source is not None and source not in self.sources:
             raise UserError(f"--source {source}: " + (f"{self.name} reads {', '.join(self.sources)}" if self.sources
                                                         else f"{self.name} has one data source; drop --source"))
+
+    def budget(self, name: str | None, gpus: float) -> Budget:
+        """The named budget, else the hardware's: the GPU one where a GPU is found."""
+        if name is None:
+            return self.budget_gpu if gpus else self.budget_cpu
+        if name not in self.budgets:
+            raise UserError(f"--budget {name}: {self.name} has " + (
+                f"the budgets {', '.join(self.budgets)}" if self.budgets else "no named budget; drop --budget"))
+        return self.budgets[name]
 
     def check(self, config: Mapping[str, Any]) -> None:
         """Raise UserError on any key whose value is invalid for this experiment."""

@@ -253,13 +253,15 @@ def images_per_second(task: Task, config: dict, x: torch.Tensor, y: torch.Tensor
 
 @torch.no_grad()
 def predict(task: Task, model: nn.Module, data: Split, config: dict, precision: str) -> Any:
-    """Model outputs over a whole split, concatenated (tuples element-wise)."""
+    """Model outputs over a whole split, concatenated (tuples element-wise). A task that declares
+    `eval_forward(model, x, config)` computes them itself (e.g. averaged over the input's symmetries)."""
     model.eval()
+    forward = getattr(task, "eval_forward", None)
     chunks = []
     for start in range(0, len(data), EVAL_BATCH):
         x, _ = task.prepare(data.x[start:start + EVAL_BATCH], data.y[start:start + EVAL_BATCH], config, None)
         with autocast(precision, data.x.device):
-            chunks.append(model(x))
+            chunks.append(forward(model, x, config) if forward else model(x))
     if isinstance(chunks[0], tuple):
         return tuple(torch.cat([c[k].float() for c in chunks]) for k in range(len(chunks[0])))
     if isinstance(chunks[0], dict):

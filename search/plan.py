@@ -58,6 +58,7 @@ class Plan:
     retrain_seeds: int = 2
     retrain_epochs: int = 8
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
+    budget: str | None = None  # the named budget the plan was sized from (None: the hardware's)
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     grow_tail: bool = False  # the last trials take the CPUs idle slots leave (search/tail_resources.py)
     estimate_min: float | None = None
@@ -99,8 +100,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
               time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
               seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
-              retrain_epochs: int | None = None, rank_on: str = "smooth", full_space: bool = False,
-              grace_epochs: int | None = None) -> Plan:
+              retrain_epochs: int | None = None, rank_on: str | None = None, full_space: bool = False,
+              grace_epochs: int | None = None, budget_name: str | None = None) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs),
                         ("--grace-epochs", grace_epochs)):
@@ -117,7 +118,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: only {hw.gpus:g} GPUs found; "
                         "use a smaller share or --gpus-per-trial 0")
 
-    budget = exp.budget_gpu if hw.gpus else exp.budget_cpu
+    budget = exp.budget(budget_name, hw.gpus)
     gpt = (GPU_SHARE if hw.gpus else 0.0) if gpus_per_trial is None else gpus_per_trial
     if gpt > 0:
         slots = math.floor(hw.gpus / gpt + 1e-9)
@@ -139,14 +140,15 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         reduction_factor=2 if (smoke or not hw.gpus) else 3,
         concurrency=min(concurrency or slots, slots),
         cpus_per_trial=cpt, gpus_per_trial=gpt,
-        subset=SMOKE_SUBSET if smoke else (None if hw.gpus else CPU_SEARCH_SUBSET),
+        subset=SMOKE_SUBSET if smoke else (None if hw.gpus or budget.full_split else CPU_SEARCH_SUBSET),
         # a smoke run exercises the machinery, early stopping included: the registry's default scheduler
-        time_budget_min=time_budget_min, scheduler=scheduler or (Budget.scheduler if smoke else budget.scheduler),
+        time_budget_min=time_budget_min or (None if smoke else budget.time_budget_min),
+        scheduler=scheduler or (Budget.scheduler if smoke else budget.scheduler),
         val_subset=SMOKE_SUBSET if smoke else None,
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
-        retrain_subset=SMOKE_SUBSET if smoke else None, max_failures=max_failures,
+        retrain_subset=SMOKE_SUBSET if smoke else None, max_failures=max_failures, budget=budget_name,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1
@@ -155,7 +157,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
     plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
-    smooth = exp.rank_metric if rank_on == "smooth" else None
+    smooth = exp.rank_metric if (rank_on or budget.rank_on) == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan
 

@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
                    help="pin a parameter (removes it from the search space), e.g. --set setting=cls")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler, the data split and every trial")
     p.add_argument("--trials", type=int, help="number of trials (default: sized to the hardware)")
+    p.add_argument("--budget", metavar="NAME", help="a named budget of the experiment instead of the hardware's "
+                   "(see --list), e.g. shapes --budget 90min")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting trials after this long")
     p.add_argument("--scheduler", choices=schedulers.names(),
@@ -71,9 +73,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
     p.add_argument("--retrain-epochs", type=int, help="epochs of each retrain run (default: the experiment's "
                    "budget, else --max-epochs); schedules stretch to it")
-    p.add_argument("--rank-on", choices=("smooth", "objective"), default="smooth",
+    p.add_argument("--rank-on", choices=("smooth", "objective"),
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
-                   "declares one (default), or the objective")
+                   "declares one, or the objective (default: the budget's, smooth unless the budget says)")
     p.add_argument("--full-space", action="store_true",
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
     p.add_argument("--max-failures", type=int, default=2,
@@ -100,7 +102,7 @@ def list_experiments() -> str:
         e = experiments.get(name)
         lines.append(f"{name:<14} {e.summary}  [objective {e.objective} ({e.mode}); "
                      f"searches {', '.join(e.space)}" + (f"; --source {'|'.join(e.sources)}" if e.sources else "")
-                     + "]")
+                     + (f"; --budget {'|'.join(e.budgets)}" if e.budgets else "") + "]")
     return "\n".join(lines)
 
 
@@ -293,7 +295,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
                          max_failures=args.max_failures, scheduler=args.scheduler,
                          retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space,
-                         grace_epochs=args.grace_epochs)
+                         grace_epochs=args.grace_epochs, budget_name=args.budget)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

@@ -7,6 +7,7 @@ that the experiment's entry (shapes.py) and its report section (shapes_report.py
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from datasets import shapes
-from datasets.augment import AugmentProbs, augment_batch
-from models.shapes import ShapesNet
+from datasets.augment import (
+    N_GROUP,
+    AugmentProbs,
+    apply_group_element,
+    augment_batch,
+    inverse_element,
+    transform_counts,
+)
+from models.shapes import NUM_CLASSES, ShapesNet
 
 SETTINGS = ("multitask", "cls", "cnt")
 
@@ -40,6 +48,36 @@ def macro_f1(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> float:
     return (2 * tp[seen] / (n_pred[seen] + n_true[seen])).mean().item()
 
 
+@functools.lru_cache(maxsize=16)
+def class_counts(device: torch.device) -> torch.Tensor:
+    """(135, 6) float: the counts each class stands for, on `device` (copied once, not per batch)."""
+    return shapes.decode(torch.arange(NUM_CLASSES, device=device)).float()
+
+
+def symmetry_average(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs averaged over the 8 turns and mirrors of each image (test-time augmentation).
+    Every symmetry maps a labelled image to another correctly labelled one, so each prediction is mapped
+    back to the original's labels first: class c of the original is class T_g(c) of the turned image, and
+    the turned image's counts are turned back by g's inverse. Log-probabilities are averaged (a
+    geometric mean of the probabilities), then renormalised."""
+    classes = class_counts(x.device).long()
+    log_probs, counts = 0.0, 0.0
+    for g in range(N_GROUP):
+        lp, cn = model(apply_group_element(x, torch.full((x.shape[0],), g, device=x.device)))
+        log_probs = log_probs + lp[:, shapes.encode(transform_counts(classes, g))]
+        counts = counts + transform_counts(cn, inverse_element(g))
+    return torch.log_softmax(log_probs / N_GROUP, dim=1), counts / N_GROUP
+
+
+def joint_decision(log_probs: torch.Tensor, counts: torch.Tensor, weight: float) -> torch.Tensor:
+    """The class that best agrees with both heads: argmax over c of log p(c) - weight * |counts - counts(c)|^2.
+    weight 0 is the class head alone; a large one reads the class off the counting head."""
+    if weight == 0:
+        return log_probs.argmax(dim=1)
+    distance = (counts[:, None, :] - class_counts(counts.device)[None]).pow(2).sum(dim=2)  # (N, 135), counts^2
+    return (log_probs - weight * distance).argmax(dim=1)
+
+
 class ShapesTask:
     def build_model(self, config: Mapping[str, Any]) -> ShapesNet:
         return ShapesNet(dropout=config["dropout"], hidden=config["hidden"])
@@ -49,6 +87,10 @@ class ShapesTask:
         if generator is not None:
             x, y = augment_batch(x, y, AugmentProbs.from_config(config), generator)
         return x, y
+
+    def eval_forward(self, model, x, config):
+        """Evaluation's forward pass: averaged over the image's symmetries where the config says tta=1."""
+        return symmetry_average(model, x) if config.get("tta", 0) else model(x)
 
     def loss(self, outputs, y, config):
         log_probs, counts = outputs
@@ -64,10 +106,10 @@ class ShapesTask:
         log_probs, counts = outputs
         if config["setting"] == "cnt":
             return counts_to_class(counts), counts
-        pred = log_probs.argmax(dim=1)
         if config["setting"] == "cls":  # the counting head is untrained: read counts off the class
+            pred = log_probs.argmax(dim=1)
             return pred, shapes.decode(pred).float()
-        return pred, counts
+        return joint_decision(log_probs, counts, config.get("joint_decode", 0.0)), counts
 
     def metrics(self, outputs, y, config):
         pred, counts = self.predictions(outputs, config)
