@@ -422,6 +422,7 @@ def test_two_nodes_started_with_ray_start_as_the_readme_says(tmp_path, monkeypat
     (["--max-epochs", "-1"], "--max-epochs -1"),
     (["--gpus-per-trial", "0.5"], "GPUs found"),
     (["--address", "127.0.0.1:1"], "cannot join"),
+    (["--budget", "nosuch"], "--budget nosuch: shapes has the budgets 90min"),
 ])
 def test_bad_options_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
     assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "x", *args]) == 2

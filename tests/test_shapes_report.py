@@ -16,6 +16,7 @@ from datasets import shapes
 from models.shapes import ShapesNet
 from search.experiments import shapes_report as report
 from search.experiments.shapes import DEFAULTS, ShapesTask
+from search.experiments.shapes_task import symmetry_average
 from search.loop import Split
 from search.plots import DPI
 
@@ -122,16 +123,18 @@ def test_short_counts():
 # ---------------------------------------------------------------- diagnose
 
 
-@pytest.mark.parametrize("setting", SETTINGS)
-def test_diagnose_links_valid_pngs_and_reports_the_models_metrics(tmp_path, setting):
+@pytest.mark.parametrize("setting, evaluation", [*((s, {}) for s in SETTINGS),
+                                                ("multitask", {"tta": 1, "joint_decode": 2.0})])
+def test_diagnose_links_valid_pngs_and_reports_the_models_metrics(tmp_path, setting, evaluation):
     test = make_split(torch.arange(0, 135, 5))  # 27 images, every pair
-    config = {**DEFAULTS, "setting": setting}
+    config = {**DEFAULTS, "setting": setting, **evaluation}
     torch.manual_seed(0)
     model = ShapesNet(dropout=0.0, hidden=0)
     md = report.diagnose(model, config, test, tmp_path / "figs")
 
-    with torch.no_grad():  # the experiment's own metrics, computed apart from diagnose
-        expected = ShapesTask().metrics(model(test.x.float() / 255), test.y, config)
+    with torch.no_grad():  # the experiment's own metrics, computed apart from diagnose (tta averages 8 passes)
+        outputs = symmetry_average(model, test.x.float() / 255) if evaluation else model(test.x.float() / 255)
+        expected = ShapesTask().metrics(outputs, test.y, config)
     assert number(md, r"Accuracy \(135 classes\) ") == pytest.approx(expected["acc"], abs=5e-5)
     assert number(md, r"pair accuracy \(right two kinds\) ") == pytest.approx(expected["pair_acc"], abs=5e-5)
     assert number(md, "count RMSE ") == pytest.approx(expected["rmse"], abs=5e-5)

@@ -42,7 +42,7 @@ def predict(model: torch.nn.Module, config: Mapping[str, Any], test: Split):
     model.eval()
     try:
         with torch.no_grad():
-            parts = [model(x[s:s + BATCH]) for s in range(0, len(x), BATCH)]
+            parts = [task.eval_forward(model, x[s:s + BATCH], config) for s in range(0, len(x), BATCH)]
     finally:
         model.train(was_training)  # hand the caller's model back in the mode it came in
     outputs = tuple(torch.cat(p) for p in zip(*parts, strict=True))
