@@ -108,7 +108,8 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
              f"- hardware: {hw.get('cpus', 0):g} CPUs, {hw.get('gpus', 0):g} GPUs, {hw.get('nodes', 1)} node(s); "
              f"{plan.concurrency} trials at once, {plan.cpus_per_trial:g} CPU and "
              f"{plan.gpus_per_trial:g} GPU each",
-             f"- budget: {plan.trials} trials, up to {plan.max_epochs} epochs; "
+             f"- budget{f' ({plan.budget})' if plan.budget else ''}: {plan.trials} trials, up to {plan.max_epochs} "
+             "epochs; "
              f"{schedulers.of_plan(plan).describe(plan)}"
              + (f"; time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""),
              f"- trials: {len(t)} ({', '.join(f'{counts.get(s, 0)} {s}' for s in ('completed', 'stopped', 'failed'))})",

@@ -207,7 +207,8 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
     say(f"data: {data.info}")
     say(f"hardware: {hw.describe()}; {plan.concurrency} trial{'s' if plan.concurrency > 1 else ''} at once, "
         f"{plan.cpus_per_trial:g} CPU" + (f" + {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " each")
-    say(f"plan: {plan.trials} trials, up to {plan.max_epochs} epochs, {schedulers.of_plan(plan).describe(plan)}"
+    say(f"plan{f' (budget {plan.budget})' if plan.budget else ''}: {plan.trials} trials, up to {plan.max_epochs} "
+        f"epochs, {schedulers.of_plan(plan).describe(plan)}"
         + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
     if plan.why:
         say(f"why: {plan.why}")
