@@ -30,12 +30,14 @@ def _fmt_minutes(seconds: float) -> str:
 class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
                  objective: str, mode: str, total_trials: int, scheduler: Scheduler, print_fn=None,
-                 tail: tuple[float, int] | None = None, earlier: tuple[pd.DataFrame, pd.DataFrame] | None = None):
+                 tail: tuple[float, int] | None = None, earlier: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                 time_budget_s: float | None = None):
         self.run_dir, self.tune_dir, self.base, self.scheduler = run_dir, tune_dir, base, scheduler
         self.searched, self.objective, self.mode = searched, objective, mode
         # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
         self.total, self.print = total_trials, print_fn or functools.partial(print, flush=True)
         self.start = time.monotonic()
+        self.time_budget_s = time_budget_s  # Tune ends the search this long after the start (--time-budget)
         self.last_status = self.start
         self.running: set[str] = set()
         # a grown search: the (trials, history) of its earlier rounds, which the tables keep at their head
@@ -118,7 +120,11 @@ class Progress(Callback):
         left = ""
         if self.ended > self.ended_before:
             per_trial = elapsed / (self.ended - self.ended_before)
-            left = f", about {_fmt_minutes(per_trial * max(0, self.total - self.ended))} left"
+            estimate = per_trial * max(0, self.total - self.ended)
+            if self.time_budget_s is not None and estimate > self.time_budget_s - elapsed:
+                left = f", {_fmt_minutes(max(0.0, self.time_budget_s - elapsed))} left in the time budget"
+            else:
+                left = f", about {_fmt_minutes(estimate)} left"
         best = f"{self.best:.4f}" if self.best is not None else "-"
         return (f"status: {self.ended}/{self.total} ended, {counts['running']} running; "
                 f"best {self.objective} {best}; {_fmt_minutes(elapsed)} elapsed{left}")

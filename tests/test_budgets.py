@@ -46,3 +46,16 @@ def test_options_typed_beside_a_budget_win():
 def test_an_unknown_budget_is_refused_naming_the_known_ones(exp, name, message):
     with pytest.raises(UserError, match=message):
         plan(name, exp=exp)
+
+
+@pytest.mark.parametrize("budget_s, expected", [(None, "about 55.0 min left"),
+                                                (600.0, "5.0 min left in the time budget")])
+def test_the_status_line_never_promises_more_than_the_time_budget_left(tmp_path, budget_s, expected):
+    """Two long first trials make trials-left x time-per-trial overshoot; Tune ends the search at its budget."""
+    from search import schedulers
+    from search.progress import Progress
+
+    progress = Progress(tmp_path, tmp_path, {"epochs": 30}, ["lr"], "val_acc", "max", 24, schedulers.get("asha"),
+                        print_fn=lambda *a: None, time_budget_s=budget_s)
+    progress.ended, progress.start = 2, progress.start - 300  # 2 trials ended after 5 minutes
+    assert progress.status_line([]).endswith(expected)
