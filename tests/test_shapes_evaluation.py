@@ -1,5 +1,5 @@
 """Evaluation options of the shapes task: test-time averaging over the square's symmetries (tta) and
-the class decision that agrees with the counting head (joint_decode)."""
+the class decision that agrees with the counting head (joint_decode); and label smoothing of the class loss."""
 
 from __future__ import annotations
 
@@ -131,3 +131,18 @@ def test_invalid_evaluation_options_are_refused(key, bad):
 def test_the_baseline_evaluates_as_the_seeds_did():
     assert DEFAULTS["tta"] == 0 and DEFAULTS["joint_decode"] == 0.0
     assert "tta" not in EXPERIMENT.budget_cpu.searched and "joint_decode" not in EXPERIMENT.budget_cpu.searched
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_torchs_cross_entropy(smoothing):
+    from search.experiments.shapes_task import class_loss
+
+    torch.manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(16, shapes.NUM_CLASSES), dim=1)
+    target = torch.randint(0, shapes.NUM_CLASSES, (16,))
+    expected = torch.nn.functional.cross_entropy(log_probs, target, label_smoothing=smoothing)
+    assert class_loss(log_probs, target, smoothing).item() == pytest.approx(expected.item(), rel=1e-6)
+    counts = shapes.decode(target)
+    config = {**DEFAULTS, "setting": "cls", "label_smoothing": smoothing}
+    assert ShapesTask().loss((log_probs, counts.float()), counts, config).item() == pytest.approx(expected.item(),
+                                                                                                 rel=1e-6)

@@ -55,6 +55,7 @@ DEFAULTS = {
     # 8 turns and mirrors of each image; joint_decode > 0 picks the class that also agrees with the
     # counting head (shapes_task.joint_decision; its unit: log-probability per squared count).
     "tta": 0, "joint_decode": 0.0,
+    "label_smoothing": 0.0,  # the seeds trained on plain NLL
 }
 assert {f"p_{a}" for a in AUGMENTATIONS} <= DEFAULTS.keys()
 
@@ -71,11 +72,13 @@ SPACE = {
     **{f"p_{a}": Float(0.0, 0.8) for a in AUGMENTATIONS},
     "tta": Choice((0, 1)),
     "joint_decode": Float(0.0, 8.0),
+    "label_smoothing": Float(0.0, 0.3),
 }
 
 LIMITS = {"setting": Limit(choices=SETTINGS), "lambda_cnt": NON_NEGATIVE, "dropout": Limit(0.0, 1.0, high_open=True),
           "hidden": NON_NEGATIVE, **{f"p_{a}": PROBABILITY for a in AUGMENTATIONS},
-          "tta": Limit(choices=(0, 1)), "joint_decode": NON_NEGATIVE}
+          "tta": Limit(choices=(0, 1)), "joint_decode": NON_NEGATIVE,
+          "label_smoothing": Limit(0.0, 1.0, high_open=True)}
 
 
 def inactive(pinned: Mapping[str, Any]) -> set[str]:

@@ -78,6 +78,14 @@ def joint_decision(log_probs: torch.Tensor, counts: torch.Tensor, weight: float)
     return (log_probs - weight * distance).argmax(dim=1)
 
 
+def class_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """NLL of the class head; with label smoothing s the target puts 1 - s on the true class and spreads
+    s evenly over all 135 (Szegedy et al. 2016), which keeps the 12.8M-weight layer from growing
+    over-confident on 9,000 images."""
+    nll = F.nll_loss(log_probs, target)
+    return nll if not smoothing else (1 - smoothing) * nll - smoothing * log_probs.mean(dim=1).mean()
+
+
 class ShapesTask:
     def build_model(self, config: Mapping[str, Any]) -> ShapesNet:
         return ShapesNet(dropout=config["dropout"], hidden=config["hidden"])
@@ -96,7 +104,7 @@ class ShapesTask:
         log_probs, counts = outputs
         if config["setting"] == "cnt":
             return F.smooth_l1_loss(counts, y.float())
-        nll = F.nll_loss(log_probs, shapes.encode(y))
+        nll = class_loss(log_probs, shapes.encode(y), config.get("label_smoothing", 0.0))
         if config["setting"] == "cls":
             return nll
         return nll + config["lambda_cnt"] * F.smooth_l1_loss(counts, y.float())
