@@ -85,6 +85,9 @@ class Progress(Callback):
             self.print(self.status_line(trials))
 
     def on_experiment_end(self, trials, **info):
+        # Tune's time budget ends the trials still running without a completion callback for each, but
+        # marks them TERMINATED: they have ended (an interrupted search leaves them RUNNING, to resume).
+        self.running -= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
         self.write_tables()
 
     # ---------------------------------------------------------------- ours

@@ -136,7 +136,8 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
 
 def best_configs_section(run: Run, exp: Experiment, space: dict[str, Dim], baseline_id: str | None) -> str:
     ranked = run.ranked()
-    top = ranked[ranked[f"best_{run.objective}"].notna()].head(5) if not ranked.empty else ranked
+    column = f"best_{run.objective}"  # absent where no trial reported an epoch (all failed at once)
+    top = ranked[ranked[column].notna()].head(5) if column in ranked else ranked.iloc[:0]
     if top.empty:
         return "## Best configurations\n\nNo trial reported a value.\n"
     extra = [c for c in (f"best_{m.replace('test_', 'val_')}" for m in exp.report_metrics) if c in top

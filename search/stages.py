@@ -236,6 +236,9 @@ def search(ctx: RunContext) -> bool:
     grid = run_search(ctx.exp, ctx.data, record.base_config, ctx.space, plan, ctx.run_dir,
                       seed=record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior,
                       tune_round=record.rounds)
+    if plan.time_budget_min and not reported_any(ctx.run_dir / "trials.csv", ctx.exp.objective):
+        raise UserError(f"the time budget ({plan.time_budget_min:g} min) ended the search before any trial "
+                        "reported an epoch; give a larger --time-budget")
     this_round = plan.trials - (record.grown[-1]["trials_before"] if record.grown else 0)
     done = not (len(grid) - grid.num_terminated - grid.num_errors > 0
                 or (len(grid) < this_round and not plan.time_budget_min))
@@ -244,6 +247,12 @@ def search(ctx: RunContext) -> bool:
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)
     summarise(ctx)
     return done
+
+
+def reported_any(trials_csv: Path, objective: str) -> bool:
+    """Whether any trial of the table reported an epoch (a tiny time budget can end them all before)."""
+    trials = read_csv(trials_csv) if trials_csv.exists() else pd.DataFrame()
+    return f"best_{objective}" in trials and trials[f"best_{objective}"].notna().any()
 
 
 def summarise(ctx: RunContext) -> None:

@@ -332,6 +332,28 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
 
 
 @pytest.mark.slow
+def test_a_search_ended_by_its_time_budget_is_done_with_its_cut_trials_stopped(tmp_path, capsys):
+    """Tune's time budget ends the trials still running without a completion callback for each: they must
+    not stay "running" in trials.csv (a run that looks interrupted), and the search counts as done."""
+    assert cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "4", "--max-epochs", "5000",
+                              "--scheduler", "fifo", "--time-budget", "1", "--results", str(tmp_path),
+                              "--name", "t"]) == 0
+    trials = pd.read_csv(tmp_path / "shapes" / "t" / "trials.csv")
+    cut = trials[trials["epochs_run"] < 5000]
+    assert len(cut) >= 1 and set(trials["status"]) <= {"completed", "stopped"}
+    assert set(cut["status"]) == {"stopped"} and cut["reason"].str.contains("time budget").all()
+    assert json.loads((tmp_path / "shapes" / "t" / "run.json").read_text())["search_done"] is True
+    assert "search done:" in capsys.readouterr().out
+
+    # a budget that ends before any trial reports (Ray takes seconds to start one): one line, not a resume hint
+    assert cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--time-budget", "0.005", "--results",
+                              str(tmp_path), "--name", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: the time budget (0.005 min) ended the search before any trial reported an epoch; "
+                       "give a larger --time-budget")
+
+
+@pytest.mark.slow
 def test_two_node_cluster_via_address(tmp_path):
     import ray
     from ray.cluster_utils import Cluster

@@ -72,7 +72,7 @@ SPACE = {
     **{f"p_{a}": Float(0.0, 0.8) for a in AUGMENTATIONS},
     "tta": Choice((0, 1)),
     "joint_decode": Float(0.0, 8.0),
-    "label_smoothing": Float(0.0, 0.3),
+    # label_smoothing is not searched: 0.1 on the 90min budget's winner gave held-out 0.542 against 0.541
 }
 
 LIMITS = {"setting": Limit(choices=SETTINGS), "lambda_cnt": NON_NEGATIVE, "dropout": Limit(0.0, 1.0, high_open=True),
