@@ -176,7 +176,7 @@ class Budget:
     # Search trials train on the whole search-train split, as retraining does (False: a CPU search trains
     # on plan.CPU_SEARCH_SUBSET images, to halve its epochs' time).
     full_split: bool = False
-    time_budget_min: float | None = None  # no trial starts after this many minutes of search (a guard)
+    time_budget_min: float | None = None  # the search ends this many minutes after it starts (a guard)
     rank_on: str = "smooth"  # "objective" where the smooth metric cannot see a searched key (e.g. a decoding rule)
 
 

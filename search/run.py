@@ -58,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", metavar="NAME", help="a named budget of the experiment instead of the hardware's "
                    "(see --list), e.g. shapes --budget 90min")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting trials after this long")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="end the search this long after it starts: trials still running stop there, as "
+                   "'stopped (time budget)' (default: the budget's, if it has one)")
     p.add_argument("--scheduler", choices=schedulers.names(),
                    help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
                    " (default: the experiment's budget for the hardware found, see the plan line)")
