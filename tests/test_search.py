@@ -39,7 +39,9 @@ def finished_run(tmp_path_factory):
         # schedule pinned: no schedule variants of the warm start (tests/test_schedulers.py has those), so
         # every trial after the first is TPE's own draw
         code = search(results, "t", "--trials", "8", "--max-epochs", "3", "--concurrency", "1",
-                      "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0")
+                      "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0",
+                      # evaluation-only keys pinned: TPE's seeded draws over the rest propose SGD trials
+                      "--set", "tta=0", "--set", "joint_decode=0")
     finally:
         mp.undo()
     run_dir = results / "shapes" / "t"
@@ -336,7 +338,8 @@ def test_a_search_ended_by_its_time_budget_is_done_with_its_cut_trials_stopped(t
     """Tune's time budget ends the trials still running without a completion callback for each: they must
     not stay "running" in trials.csv (a run that looks interrupted), and the search counts as done."""
     assert cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "4", "--max-epochs", "5000",
-                              "--scheduler", "fifo", "--time-budget", "1", "--results", str(tmp_path),
+                              "--scheduler", "fifo", "--set", "patience=0", "--time-budget", "1",
+                              "--results", str(tmp_path),
                               "--name", "t"]) == 0
     trials = pd.read_csv(tmp_path / "shapes" / "t" / "trials.csv")
     cut = trials[trials["epochs_run"] < 5000]
