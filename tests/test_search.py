@@ -77,7 +77,8 @@ def test_best_config_and_run_json(finished_run):
     assert best["val_acc"] == pytest.approx(ok["best_val_acc"].max())
     assert best["config"]["hidden"] == 0 and set(best["config"]) == set(shapes_exp.DEFAULTS)
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["pinned"] == {"hidden": 0, "schedule": "constant"} and "hidden" not in info["searched"]
+    assert info["pinned"] == {"hidden": 0, "schedule": "constant", "tta": 0, "joint_decode": 0.0}
+    assert "hidden" not in info["searched"] and "tta" not in info["searched"]
     assert {"torch", "ray", "optuna", "git_commit"} <= set(info["versions"])
     assert info["plan"]["trials"] == 8 and info["plan"]["max_epochs"] == 3
     assert (run_dir / "tune").is_dir()
@@ -195,7 +196,8 @@ def test_same_seed_same_trials(finished_run, tmp_path):
     """Concurrency 1: the seeded sampler proposes the same configs in the same order."""
     _, _, trials, _ = finished_run
     assert search(tmp_path, "again", "--trials", "3", "--max-epochs", "1", "--concurrency", "1",
-                  "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0") == 0
+                  "--set", "hidden=0", "--set", "schedule=constant", "--seed", "0",
+                  "--set", "tta=0", "--set", "joint_decode=0") == 0
     again = pd.read_csv(tmp_path / "shapes" / "again" / "trials.csv")
     keys = list(shapes_exp.SPACE)
     assert again[keys].iloc[:3].equals(trials[keys].iloc[:3])
