@@ -64,6 +64,11 @@ class Plan:
     estimate_min: float | None = None
     why: str = ""  # the budget's reason for its scheduler and space (printed with the plan)
 
+    @property
+    def time_budget_s(self) -> float | None:
+        """The search's time budget in seconds, as Tune takes it (None: no budget)."""
+        return self.time_budget_min * 60 if self.time_budget_min else None
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -100,7 +100,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,
-                        earlier=earlier, time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None)
+                        earlier=earlier, time_budget_s=plan.time_budget_s)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
@@ -188,7 +188,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=built,
             num_samples=plan.trials - len(earlier_trials), max_concurrent_trials=concurrency, reuse_actors=True,
-            time_budget_s=plan.time_budget_min * 60 if plan.time_budget_min else None,
+            time_budget_s=plan.time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=0,

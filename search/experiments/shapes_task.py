@@ -54,17 +54,25 @@ def class_counts(device: torch.device) -> torch.Tensor:
     return shapes.decode(torch.arange(NUM_CLASSES, device=device)).float()
 
 
+@functools.lru_cache(maxsize=16)
+def turned_classes(device: torch.device) -> torch.Tensor:
+    """(8, 135) long: row g, column c is the class of an image of class c turned by g (made once per
+    device, not per evaluated batch)."""
+    classes = shapes.decode(torch.arange(NUM_CLASSES, device=device))
+    return torch.stack([shapes.encode(transform_counts(classes, g)) for g in range(N_GROUP)])
+
+
 def symmetry_average(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's outputs averaged over the 8 turns and mirrors of each image (test-time augmentation).
     Every symmetry maps a labelled image to another correctly labelled one, so each prediction is mapped
     back to the original's labels first: class c of the original is class T_g(c) of the turned image, and
     the turned image's counts are turned back by g's inverse. Log-probabilities are averaged (a
     geometric mean of the probabilities), then renormalised."""
-    classes = class_counts(x.device).long()
+    columns = turned_classes(x.device)
     log_probs, counts = 0.0, 0.0
     for g in range(N_GROUP):
         lp, cn = model(apply_group_element(x, torch.full((x.shape[0],), g, device=x.device)))
-        log_probs = log_probs + lp[:, shapes.encode(transform_counts(classes, g))]
+        log_probs = log_probs + lp[:, columns[g]]
         counts = counts + transform_counts(cn, inverse_element(g))
     return torch.log_softmax(log_probs / N_GROUP, dim=1), counts / N_GROUP
 
