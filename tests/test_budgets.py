@@ -35,7 +35,8 @@ def test_the_90_minute_budget_sizes_the_whole_run():
 def test_options_typed_beside_a_budget_win():
     p = plan("90min", time_budget_min=30.0, rank_on="smooth", trials=5, max_epochs=12)
     assert (p.time_budget_min, p.rank_metric, p.trials, p.max_epochs) == (30.0, "val_rank_loss", 5, 12)
-    assert p.retrain_epochs == shapes.EXPERIMENT.budgets["90min"].retrain_epochs != 12  # the budget's own horizon, not the typed one
+    # the budget's own retraining horizon, not the typed search horizon
+    assert p.retrain_epochs == shapes.EXPERIMENT.budgets["90min"].retrain_epochs != 12
     assert plan("90min", smoke=True).time_budget_min is None  # a smoke run is a smoke run
 
 
