@@ -2,6 +2,7 @@
 
     python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs E]
         [--budget-epochs 80] [--seeds 3] [--concurrency 2] [--grace G] [--no-warm-start] [--out DIR]
+        [--scheduler NAME] [--methods default --reuse EARLIER_OUT]
 
 E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); 80 epochs is about
 what that budget's 16 trials spend under ASHA (84 in a default run on the real data).
@@ -23,6 +24,10 @@ seed and (unless --no-warm-start) baseline warm start:
   optuna    what a user would write instead: one in-process Optuna study, TPESampler(seed) and
             Optuna's default MedianPruner on the per-epoch val top-1, trials one after another on
             all --concurrency threads, `search.loop.fit` as the training.
+
+--scheduler puts another registered scheduler in the default's place (e.g. `screen`, ASHA whose
+first rung waits for the first trials). --methods runs only some methods; --reuse takes the others'
+curves from an earlier run's curves.csv (random search is seeded: its configs and training repeat).
 
 Budget accounting: one reported result is one epoch of one trial. A Ray Tune Stopper sees every
 result in the order the driver receives it, records it, and stops the whole search once
@@ -75,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full-space", action="store_true", help="every method searches the whole space, not the "
                    "keys the experiment's CPU budget searches")
     p.add_argument("--out", type=Path, help="folder for curves.csv and summary.csv (default: a new temp dir)")
+    p.add_argument("--scheduler", help="the default method's scheduler (default: the CPU budget's)")
+    p.add_argument("--methods", default=",".join(METHODS), help="the methods to run, comma-separated")
+    p.add_argument("--reuse", type=Path, help="an earlier --out folder: the curves of the methods not run")
     return p
 
 
@@ -143,10 +151,14 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     warm = [] if args.no_warm_start else [warm_start(base, space)]
     grace = min(args.grace, args.max_epochs)
     metric, mode = exp.objective, exp.mode
+    every_epoch = False  # checkpoints as a search spaces them, unless the scheduler pauses trials
+    limit = args.concurrency
     if method == "default":
-        plan = make_plan(exp, Hardware(cpus=args.concurrency, gpus=0), trials=1, max_epochs=args.max_epochs,
+        # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
+        trials = 2 * math.ceil(args.budget_epochs / args.max_epochs)
+        plan = make_plan(exp, Hardware(cpus=args.concurrency, gpus=0), trials=trials, max_epochs=args.max_epochs,
                          time_budget_min=None, concurrency=args.concurrency, cpus_per_trial=1, gpus_per_trial=0,
-                         smoke=False)
+                         smoke=False, scheduler=args.scheduler)
         plan.grace_epochs, plan.reduction_factor = grace, args.reduction_factor
         metric, mode = plan.rank_metric, plan.rank_mode
         # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
@@ -154,10 +166,11 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
         from search.tuner import warm_points
 
         warm = warm_points(exp, base, space) if warm else []  # the baseline and its variants, as search.run
-        # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
-        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode,
-                                 trials=2 * math.ceil(args.budget_epochs / args.max_epochs))
-        scheduler = schedulers.of_plan(plan).build(plan, metric, mode)
+        searcher = make_searcher(seed, warm_start=warm, metric=metric, mode=mode, trials=trials)
+        chosen = schedulers.of_plan(plan)
+        scheduler = chosen.build(plan, metric, mode)
+        searcher, limit = chosen.limit(scheduler, searcher, args.concurrency)
+        every_epoch = chosen.checkpoints_every_epoch
     else:
         base["patience"] = 0
         searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm or None,
@@ -167,12 +180,13 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     exp.check(base)
     stopper = make_budget_stopper(args.budget_epochs, exp.objective)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=train, val=val), {"cpu": 1, "gpu": 0})
+        tune.with_parameters(run_trial, experiment=exp.name, base=base, train=train, val=val,
+                             **({"checkpoint_share": None} if every_epoch else {})), {"cpu": 1, "gpu": 0})
     tuner = tune.Tuner(
         trainable,
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=num_samples, max_concurrent_trials=args.concurrency,
+                                    num_samples=num_samples, max_concurrent_trials=limit,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=f"{method.replace('+', '-')}-seed{seed}", storage_path=str(storage),
                                   stop=stopper, verbose=0,
@@ -265,6 +279,34 @@ def run_optuna(seed: int, exp, train: Split, val: Split, space: dict, args) -> d
 # ---------------------------------------------------------------- output
 
 
+def reused(folder: Path, method: str, seeds: int, budget_epochs: int, max_epochs: int) -> list[dict[str, Any]]:
+    """An earlier run's curves of `method`, one run dict per seed, as run_one returns them."""
+    path = folder / "curves.csv"
+    if not path.is_file():
+        raise UserError(f"--reuse {folder}: no curves.csv there; give an earlier --out folder")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == method]
+    runs = []
+    for seed in range(seeds):
+        mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: int(r["cum_epoch"]))
+        counted = [r for r in mine if r["counted"] == "1"]
+        if len(counted) != budget_epochs:
+            raise UserError(f"--reuse {folder}: {method} seed {seed} has {len(counted)} counted epochs, not "
+                            f"--budget-epochs {budget_epochs}; run it again")
+        events = [{"trial_id": r["trial_id"], "trial_epoch": int(r["trial_epoch"]), "value": float(r["val_acc"]),
+                   "wall_s": float(r["wall_s"])} for r in mine]
+        curve = best_so_far([e["value"] for e in events[:budget_epochs]])
+        reached: dict[str, int] = {}
+        for e in events[:budget_epochs]:
+            reached[e["trial_id"]] = max(reached.get(e["trial_id"], 0), e["trial_epoch"])
+        runs.append({"method": method, "seed": seed, "events": events, "curve": curve,
+                     "wall_s": max(e["wall_s"] for e in events), "trials": len(reached), "failed": 0,
+                     "reported": len(events), "counted": budget_epochs,
+                     "full": sum(n >= max_epochs for n in reached.values()), "best": curve[-1],
+                     "epochs_to_own_best": first_reach(curve, curve[-1])})
+    return runs
+
+
 def fmt_acc(v: float) -> str:
     return f"{v:.4f}" if math.isfinite(v) else "-"
 
@@ -301,6 +343,11 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--val {args.val}: give a whole number of at least 1")
     if args.reduction_factor < 2:
         raise UserError(f"--reduction-factor {args.reduction_factor}: give at least 2")
+    run_methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not run_methods or set(run_methods) - set(METHODS):
+        raise UserError(f"--methods {args.methods}: give some of {', '.join(METHODS)}, comma-separated")
+    if set(run_methods) != set(METHODS) and args.reuse is None:
+        raise UserError(f"--methods {args.methods}: the others' curves are needed too; add --reuse EARLIER_OUT")
     if args.budget_epochs < args.max_epochs:
         raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
     started = time.monotonic()
@@ -327,10 +374,11 @@ def main(argv: list[str]) -> int:
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
-    scheduler = exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
-    print(f"default: TPE (make_searcher, {start}) + the CPU budget's scheduler, {scheduler}"
+    scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
+    print(f"default: TPE (make_searcher, {start}) + " + ("the CPU budget's scheduler, " if not args.scheduler else "")
+          + f"{scheduler}"
           + (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
-             if scheduler == "asha" else "") + f", max_t {args.max_epochs}, both ranking on "
+             if scheduler in ("asha", "screen") else "") + f", max_t {args.max_epochs}, both ranking on "
           f"{exp.rank_metric[0] if exp.rank_metric else exp.objective}; patience {exp.defaults['patience']}")
     print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
           f"{args.concurrency} threads, one trial at a time")
@@ -340,15 +388,18 @@ def main(argv: list[str]) -> int:
     print("accounting: a Stopper counts reported epochs in arrival order and stops the search at the budget; "
           "later in-flight epochs are cut off, so exactly the first budget epochs count")
     print(f"versions: {versions()}")
+    if args.reuse is not None:
+        print(f"reused: {', '.join(m for m in METHODS if m not in run_methods)} from {args.reuse}/curves.csv")
     print(f"curves: {out}", flush=True)
 
     storage = Path(tempfile.mkdtemp(prefix="search_efficiency-ray-"))
-    runs: list[dict] = []
+    runs: list[dict] = [r for m in METHODS if m not in run_methods
+                        for r in reused(args.reuse, m, args.seeds, args.budget_epochs, args.max_epochs)]
     ray.init(address="local", num_cpus=max(2, args.concurrency), include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
     try:
         for seed in range(args.seeds):
-            for method in METHODS:
+            for method in run_methods:
                 r = run_one(method, seed, exp, train, val, space, args, storage)
                 runs.append(r)
                 print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "

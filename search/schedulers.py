@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
-from search import pbt_report, study_stats
+from search import pbt_report, screening, study_stats
 from search.analyse import Run
 from search.config import UserError
 from search.experiment import Dim, Float
@@ -48,6 +48,15 @@ class Scheduler:
         it existed: Ray keeps a scheduler's state in memory only, so a resumed search (Tuner.restore
         restores the searcher, not the scheduler) and a grown one would otherwise judge their new
         results against nothing. A scheduler without state keeps this."""
+
+    def limit(self, built: TrialScheduler, searcher, concurrency: int | None) -> tuple[Any, int | None]:
+        """(the search algorithm, max_concurrent_trials) for TuneConfig: Ray's own concurrency limit
+        unless the scheduler parks trials that must not count against it."""
+        return searcher, concurrency
+
+    def relink(self, tuner, built: TrialScheduler) -> None:
+        """After Tuner.restore gave the run a new `built` scheduler: reconnect what the restored
+        searcher shares with it (nothing, unless the scheduler parks trials)."""
 
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """Checkpoints Ray keeps per trial: the latest only (a resumed or retried trial needs no
@@ -153,6 +162,41 @@ class Asha(Scheduler):
             _correlation_table(run, self.decision_epochs(run.plan))])
 
 
+class Screen(Asha):
+    name = "screen"
+    summary = ("ASHA whose first rung is synchronous for the first trials: they all reach it (paused there) "
+               "before the best 1/reduction_factor go on, the best first; then asynchronous halving")
+    checkpoints_every_epoch = True  # a trial paused at the rung resumes from that epoch's state
+    SCREEN_SHARE = 0.25  # of the search's expected epochs, spent screening at the first rung
+
+    def screen(self, plan: Plan) -> int:
+        """Trials compared together at the first rung: a quarter of the search's epochs (16 trials of
+        up to 10 epochs, rung at 4, 2 at once: 7), at least one more than run at once, at most all."""
+        share = round(self.SCREEN_SHARE * super().search_epochs(plan) / max(1, plan.grace_epochs))
+        return max(1, min(plan.trials, max(plan.concurrency + 1, share)))
+
+    def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
+        return screening.ScreeningASHA(self.screen(plan), time_attr="training_iteration", max_t=plan.max_epochs,
+                                       metric=metric, mode=mode, grace_period=plan.grace_epochs,
+                                       reduction_factor=plan.reduction_factor)
+
+    def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
+        super().carry_over(built, history, metric, mode)
+        built.mark_screened_if_done()
+
+    def limit(self, built: TrialScheduler, searcher, concurrency: int | None) -> tuple[Any, int | None]:
+        return screening.ParkingLimiter(searcher, concurrency, built.parked), None
+
+    def relink(self, tuner, built: TrialScheduler) -> None:
+        limiter = screening.parking_limiter(tuner._local_tuner._tune_config.search_alg)
+        if limiter is not None:
+            limiter.parked = built.parked
+
+    def describe(self, plan: Plan) -> str:
+        return (f"ASHA from epoch {plan.grace_epochs} (keeps 1/{plan.reduction_factor}), its first "
+                f"{self.screen(plan)} trials compared together there")
+
+
 class Fifo(Scheduler):
     name = "fifo"
     summary = "no early stopping: every trial runs until its own end (all epochs, or its patience)"
@@ -242,7 +286,7 @@ class Pbt(Scheduler):
         return pbt_report.section(run, self.decision_epochs(run.plan))
 
 
-REGISTRY: dict[str, Scheduler] = {s.name: s for s in (Asha(), Fifo(), Pbt())}
+REGISTRY: dict[str, Scheduler] = {s.name: s for s in (Asha(), Fifo(), Pbt(), Screen())}
 DEFAULT = "asha"
 
 

@@ -120,6 +120,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
             # trials left would be judged against empty rungs. Rebuilt from what they all reported.
             tuner._local_tuner._tune_config.scheduler = rebuilt = scheduler.build(plan, metric, mode, space)
             scheduler.carry_over(rebuilt, pd.concat([earlier[1], history], ignore_index=True), metric, mode)
+            scheduler.relink(tuner, rebuilt)
     else:
         tuner = new_tuner(exp, trainable, base, space, plan, scheduler, seed, name, storage_path, callbacks, run_dir,
                           prior, tune_round=tune_round, earlier=earlier)
@@ -182,6 +183,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
         concurrency = plan.concurrency
     built = scheduler.build(plan, metric, mode, space)
     scheduler.carry_over(built, earlier_history, metric, mode)
+    searcher, concurrency = scheduler.limit(built, searcher, concurrency)
     return tune.Tuner(
         trainable,
         param_space=to_tune(space),

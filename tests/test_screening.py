@@ -1,0 +1,167 @@
+"""`--scheduler screen`: ASHA whose first rung waits for the first trials. Driven here the way Ray's
+controller drives a scheduler (results in, PAUSE/CONTINUE/STOP out, stop_trial on paused trials,
+choose_trial_to_run for the next slot), with stand-in trials; tests/test_search.py runs it in Ray."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from search import schedulers
+from search.experiments import shapes
+from search.plan import Hardware, make_plan
+from search.screening import ParkingLimiter, ScreeningASHA
+
+CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
+
+
+class Trial:
+    def __init__(self, trial_id: str):
+        self.trial_id, self.status, self.is_saving = trial_id, "PENDING", False
+
+
+class Controller:
+    """What the scheduler asks of Ray's TuneController: the trials, and stopping one."""
+
+    def __init__(self, scheduler: ScreeningASHA):
+        self.scheduler, self.trials = scheduler, []
+
+    def add(self, trial_id: str) -> Trial:
+        trial = Trial(trial_id)
+        self.trials.append(trial)
+        self.scheduler.on_trial_add(self, trial)
+        return trial
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def stop_trial(self, trial: Trial) -> None:  # as Ray does for a paused trial
+        self.scheduler.on_trial_remove(self, trial)
+        trial.status = "TERMINATED"
+
+    def report(self, trial: Trial, epoch: int, acc: float) -> str:
+        trial.status = "RUNNING"
+        action = self.scheduler.on_trial_result(self, trial, {"training_iteration": epoch, "acc": acc})
+        trial.status = {PAUSE: "PAUSED", STOP: "TERMINATED"}.get(action, "RUNNING")
+        return action
+
+
+def screening(screen: int = 3) -> tuple[ScreeningASHA, Controller]:
+    scheduler = ScreeningASHA(screen, time_attr="training_iteration", max_t=8, metric="acc", mode="max",
+                              grace_period=2, reduction_factor=2)
+    return scheduler, Controller(scheduler)
+
+
+def test_the_first_trials_wait_at_the_first_rung_then_the_best_half_go_on_best_first():
+    scheduler, ray = screening(screen=3)
+    a, b, c = ray.add("a"), ray.add("b"), ray.add("c")
+    assert ray.report(a, 1, 0.1) == CONTINUE  # before the rung
+    assert ray.report(a, 2, 0.3) == PAUSE and ray.report(b, 2, 0.5) == PAUSE
+    assert scheduler.parked == {"a", "b"}
+    assert ray.scheduler.choose_trial_to_run(ray) is c  # the waiting ones never run; the new one does
+    assert ray.report(c, 2, 0.1) == STOP  # the third decides: median 0.3, so c (0.1) stops, a and b go on
+    assert a.status == b.status == "PAUSED"  # promoted, to be resumed
+    assert ray.scheduler.choose_trial_to_run(ray) is b  # best first, before any new trial
+    b.status = "RUNNING"
+    ray.add("d")
+    assert ray.scheduler.choose_trial_to_run(ray) is a and scheduler.parked == set()
+    a.status = "RUNNING"
+    assert ray.report(a, 3, 0.35) == CONTINUE and ray.report(b, 4, 0.6) == CONTINUE  # past the rung: plain ASHA
+
+
+def test_a_loser_still_paused_is_stopped_when_the_last_one_arrives():
+    scheduler, ray = screening(screen=3)
+    a, b, c = ray.add("a"), ray.add("b"), ray.add("c")
+    assert ray.report(a, 2, 0.05) == PAUSE and ray.report(b, 2, 0.5) == PAUSE
+    assert ray.report(c, 2, 0.4) == CONTINUE  # c decides, above the median (0.4)
+    assert a.status == "TERMINATED" and "a" not in scheduler.parked and scheduler.to_resume == [b]
+
+
+def test_after_the_screening_later_trials_meet_the_rung_asynchronously():
+    scheduler, ray = screening(screen=2)
+    a, b = ray.add("a"), ray.add("b")
+    assert ray.report(a, 2, 0.3) == PAUSE and ray.report(b, 2, 0.2) == STOP  # b decides: the best half is a
+    assert scheduler.screened and scheduler.to_resume == [a]
+    late_bad, late_good = ray.add("e"), ray.add("f")
+    assert ray.report(late_bad, 2, 0.01) == STOP and ray.report(late_good, 2, 0.9) == CONTINUE  # no pause
+
+
+def test_a_trial_that_ends_before_the_rung_is_not_waited_for():
+    """It failed (or its own patience ended it): the others are judged once the rest have arrived."""
+    scheduler, ray = screening(screen=3)
+    a, b, c = ray.add("a"), ray.add("b"), ray.add("c")
+    assert ray.report(a, 2, 0.3) == PAUSE and ray.report(b, 2, 0.1) == PAUSE
+    c.status = "ERROR"
+    scheduler.on_trial_error(ray, c)
+    assert scheduler.screened and b.status == "TERMINATED" and scheduler.to_resume == [a]
+
+
+def test_the_limiter_does_not_count_parked_trials():
+    class Draws(Searcher):
+        def suggest(self, trial_id):
+            return {"lr": 0.1}
+
+    parked: set[str] = set()
+    limiter = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, parked=parked)
+    assert limiter.suggest("a") and limiter.suggest("b") and limiter.suggest("c") is None
+    parked.add("a")  # a waits at the rung: its slot goes to a new trial
+    assert limiter.suggest("c") and limiter.suggest("d") is None
+    restored = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, parked={"x"})
+    restored.set_state(limiter.get_state())  # a resumed search: the counts come back, the link stays
+    assert restored.live_trials == {"a", "b", "c"} and restored.parked == {"x"}
+
+
+def test_the_registry_entry_sizes_the_screening_and_carries_it_over():
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, scheduler="screen")
+    screen = schedulers.get("screen")
+    # a quarter of ASHA's expected epochs (16 trials of up to 10, rungs at 4 and 8, 2 at once) spent at epoch 4
+    expected = round(0.25 * schedulers.get("asha").search_epochs(p) / p.grace_epochs)
+    assert screen.screen(p) == expected == 7 and f"first {expected} trials" in screen.describe(p)
+    p.trials, p.grace_epochs = 2, 2
+    assert screen.screen(p) == 2  # never more than the search has
+    built = screen.build(p, "acc", "max")
+    assert isinstance(built, ScreeningASHA) and screen.checkpoints_every_epoch
+    history = pd.DataFrame({"trial_id": ["a", "a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 4, 1, 2],
+                            "acc": [0.1, 0.2, 0.3, 0.4, 0.1, 0.3]})
+    screen.carry_over(built, history, "acc", "max")  # a resumed search whose two trials passed the rung
+    assert built.screened and set(built.first_rung()[1]) == {"a", "b"}
+
+
+@pytest.mark.parametrize("name", ["asha", "fifo"])
+def test_other_schedulers_keep_rays_own_concurrency_limit(name):
+    searcher = object()
+    assert schedulers.get(name).limit(None, searcher, 2) == (searcher, 2)
+
+
+def test_the_tuner_wires_the_limiter_to_the_schedulers_parked_trials(tmp_path):
+    from search import run
+    from search.tuner import new_tuner
+
+    p = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=4, max_epochs=2, time_budget_min=None,
+                  concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=True, scheduler="screen")
+    space = run.searched_space(shapes.EXPERIMENT, {})
+    tuner = new_tuner(shapes.EXPERIMENT, lambda config: None, {**shapes.DEFAULTS, "epochs": 2, "seed": 0}, space,
+                      p, schedulers.of_plan(p), 0, "x", str(tmp_path), [], tmp_path)
+    config = tuner._local_tuner._tune_config
+    assert isinstance(config.search_alg, ParkingLimiter) and config.max_concurrent_trials is None
+    assert config.search_alg.parked is config.scheduler.parked and config.search_alg.max_concurrent == p.concurrency
+
+
+@pytest.mark.slow
+def test_in_ray_no_trial_passes_the_first_rung_before_the_screened_ones_reach_it(tmp_path, generated_cache):
+    """A real search: the first 3 trials (2 at once) all report epoch 1 before any reports epoch 2,
+    the paused ones resume from their epoch-1 state (no epoch twice), and every trial ends."""
+    from search import cli, run
+
+    assert cli.run(run.main, ["shapes", "--smoke", "--scheduler", "screen", "--trials", "4", "--max-epochs", "2",
+                              "--grace-epochs", "1", "--no-retrain", "--results", str(tmp_path), "--name", "s"]) == 0
+    history = pd.read_csv(tmp_path / "shapes" / "s" / "history.csv")
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    rung = history[history["epoch"] == 1]["timestamp"].sort_values()
+    assert (history[history["epoch"] == 2]["timestamp"] >= rung.iloc[2]).all()  # (timestamps in whole seconds)
+    assert (history.groupby("trial_id")["epoch"].max() == 1).any()  # the screening stopped one
+    trials = pd.read_csv(tmp_path / "shapes" / "s" / "trials.csv")
+    assert set(trials["status"]) <= {"completed", "stopped"} and len(trials) == 4
