@@ -116,9 +116,9 @@ class Progress(Callback):
             self.tail_threads = threads
 
     def status_line(self, trials) -> str:
-        counts = {s: 0 for s in ("running", "pending", "ended")}
+        counts = {s: 0 for s in ("running", "pending", "paused", "ended")}
         for t in trials:
-            counts["running" if t.status == "RUNNING" else "pending" if t.status == "PENDING" else "ended"] += 1
+            counts[t.status.lower() if t.status in ("RUNNING", "PENDING", "PAUSED") else "ended"] += 1
         elapsed = time.monotonic() - self.start
         left = ""
         if self.ended > self.ended_before:
@@ -129,7 +129,8 @@ class Progress(Callback):
             else:
                 left = f", about {_fmt_minutes(estimate)} left"
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        return (f"status: {self.ended}/{self.total} ended, {counts['running']} running; "
+        paused = f", {counts['paused']} paused" if counts["paused"] else ""  # (--scheduler screen, pbt)
+        return (f"status: {self.ended}/{self.total} ended, {counts['running']} running{paused}; "
                 f"best {self.objective} {best}; {_fmt_minutes(elapsed)} elapsed{left}")
 
     def write_tables(self):

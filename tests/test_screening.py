@@ -165,3 +165,15 @@ def test_in_ray_no_trial_passes_the_first_rung_before_the_screened_ones_reach_it
     assert (history.groupby("trial_id")["epoch"].max() == 1).any()  # the screening stopped one
     trials = pd.read_csv(tmp_path / "shapes" / "s" / "trials.csv")
     assert set(trials["status"]) <= {"completed", "stopped"} and len(trials) == 4
+
+
+def test_the_status_line_counts_paused_trials_apart(tmp_path):
+    from search.progress import Progress
+
+    progress = Progress(tmp_path, tmp_path, {"epochs": 10}, ["lr"], "val_acc", "max", 16, schedulers.get("screen"),
+                        print_fn=lambda *a: None)
+    trials = [Trial(str(i)) for i in range(4)]
+    for trial, status in zip(trials, ("RUNNING", "RUNNING", "PAUSED", "PAUSED"), strict=True):
+        trial.status = status
+    assert "2 running, 2 paused;" in progress.status_line(trials)
+    assert "paused" not in progress.status_line(trials[:2])
