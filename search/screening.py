@@ -43,7 +43,8 @@ class ScreeningASHA(ASHAScheduler):
         self.screened = self.screened or len(self.first_rung()[1]) >= self.screen
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        if self.screened or self._time_attr not in result or self._metric not in result:
+        if (self.screened or self._time_attr not in result or self._metric not in result
+                or result[self._time_attr] >= self._max_t):  # (a first rung at the last epoch: nothing to wait for)
             return super().on_trial_result(tune_controller, trial, result)
         milestone, recorded = self.first_rung()
         if result[self._time_attr] < milestone:
@@ -103,12 +104,16 @@ class ScreeningASHA(ASHAScheduler):
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         """The screening's promoted trials first (best first), then new trials, then any other paused
         trial (one restored after an interruption); never one still awaiting the verdict."""
+        trials = tune_controller.get_trials()
+        if (self.waiting and not self.screened and _search_finished(tune_controller)
+                and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)):
+            # fewer trials than the screening (a grown search, failures before the rung): no more will come
+            self._judge(tune_controller, current=None)
         self.to_resume = [t for t in self.to_resume if t.status not in (Trial.TERMINATED, Trial.ERROR)]
         for trial in self.to_resume:
             if trial.status == Trial.PAUSED:
                 self.parked.discard(trial.trial_id)
                 return trial
-        trials = tune_controller.get_trials()
         for trial in trials:
             if trial.status == Trial.PENDING:
                 return trial
@@ -116,6 +121,12 @@ class ScreeningASHA(ASHAScheduler):
             if trial.status == Trial.PAUSED and trial.trial_id not in self.waiting:
                 return trial
         return None
+
+
+def _search_finished(tune_controller) -> bool:
+    """Whether the searcher will propose no more trials (Ray's SearchGenerator reached num_samples)."""
+    search_alg = getattr(tune_controller, "search_alg", None)
+    return search_alg is not None and search_alg.is_finished()
 
 
 class ParkingLimiter(ConcurrencyLimiter):

@@ -27,6 +27,11 @@ class Controller:
 
     def __init__(self, scheduler: ScreeningASHA):
         self.scheduler, self.trials = scheduler, []
+        self.search_alg = self  # Ray's SearchGenerator: is_finished once num_samples trials exist
+        self.finished = False
+
+    def is_finished(self) -> bool:
+        return self.finished
 
     def add(self, trial_id: str) -> Trial:
         trial = Trial(trial_id)
@@ -96,6 +101,17 @@ def test_a_trial_that_ends_before_the_rung_is_not_waited_for():
     c.status = "ERROR"
     scheduler.on_trial_error(ray, c)
     assert scheduler.screened and b.status == "TERMINATED" and scheduler.to_resume == [a]
+
+
+def test_when_no_more_trials_will_come_the_waiting_ones_are_judged():
+    """A grown search with fewer new trials than the screening: once nothing runs and the searcher is
+    done, the trials waiting at the rung are judged instead of waiting forever."""
+    scheduler, ray = screening(screen=3)
+    a, b = ray.add("a"), ray.add("b")
+    assert ray.report(a, 2, 0.3) == PAUSE and ray.report(b, 2, 0.1) == PAUSE
+    assert scheduler.choose_trial_to_run(ray) is None and not scheduler.screened  # more may come: wait
+    ray.finished = True
+    assert scheduler.choose_trial_to_run(ray) is a and b.status == "TERMINATED"
 
 
 def test_the_limiter_does_not_count_parked_trials():
