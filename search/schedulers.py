@@ -182,7 +182,7 @@ class Screen(Asha):
 
     def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
         super().carry_over(built, history, metric, mode)
-        built.mark_screened_if_done()
+        built.resume_from(history)
 
     def limit(self, built: TrialScheduler, searcher, concurrency: int | None) -> tuple[Any, int | None]:
         return screening.ParkingLimiter(searcher, concurrency, built.parked), None

@@ -11,7 +11,9 @@ Synchronous successive halving compares them all first; this does that at the fi
   rung, and its CPU goes to the next trial;
 - once `screen` trials have reached it (or ended before it), the best 1/reduction_factor of them
   resume, the best first, before any new trial starts, and the others stop;
-- every later trial, and every later rung, is plain ASHA.
+- every later trial, and every later rung, is plain ASHA;
+- a resumed or grown search does not screen again: Ray restarts its paused trials, and each of them
+  is judged at its next epoch against every value at the rung (`resume_from`).
 
 Paused trials must not count against the searcher's concurrency limit, or no new trial would start
 while they wait: `ParkingLimiter` is Ray's ConcurrencyLimiter, less the trials parked here.
@@ -28,31 +30,49 @@ class ScreeningASHA(ASHAScheduler):
     def __init__(self, screen: int, **kwargs):
         super().__init__(**kwargs)
         self.screen = screen  # trials compared together at the first rung
-        self.parked: set[str] = set()  # trial ids paused at the first rung, not yet resumed (read by the limiter)
-        self.waiting: dict[str, Trial] = {}  # paused there, awaiting the screening's verdict
+        self.parked: set[str] = set()  # trial ids paused at the first rung, awaiting the verdict (read by the limiter)
+        self.waiting: dict[str, Trial] = {}  # those trials
         self.to_resume: list[Trial] = []  # promoted while paused: they run before any new trial, best first
-        self.lost = 0  # screened trials that ended before the rung (failed, or their own patience)
+        self.lost: set[str] = set()  # screened trials that ended before the rung (failed, or their own patience)
+        # at the rung without a verdict (a pause that failed, a resumed search's trials): judged on their next result
+        self.unjudged: set[str] = set()
         self.screened = False
 
     def first_rung(self) -> tuple[float, dict[str, float]]:
         """(epoch, {trial id: value signed so that larger is better}); Ray lists rungs last first."""
         return self._brackets[0]._rungs[-1]
 
-    def mark_screened_if_done(self) -> None:
-        """After a resumed search's history is carried over (schedulers.Screen.carry_over)."""
-        self.screened = self.screened or len(self.first_rung()[1]) >= self.screen
+    def resume_from(self, history) -> None:
+        """A resumed or grown search (history.csv's rows, carried over into the rungs first) does not
+        screen again: Ray brings its paused trials back as pending, and starts them. Those that had
+        stopped at the rung are judged on their next result, against every value recorded there."""
+        if history.empty:
+            return
+        self.screened = True
+        epoch, recorded = self.first_rung()
+        last = history.groupby("trial_id")["epoch"].max()
+        self.unjudged = {str(t) for t, e in last.items() if e == epoch and str(t) in recorded}
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self.lost.discard(trial.trial_id)  # a failed trial Ray retries comes back through here
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        if (self.screened or self._time_attr not in result or self._metric not in result
-                or result[self._time_attr] >= self._max_t):  # (a first rung at the last epoch: nothing to wait for)
+        if self._time_attr not in result or self._metric not in result:
             return super().on_trial_result(tune_controller, trial, result)
-        milestone, recorded = self.first_rung()
-        if result[self._time_attr] < milestone:
+        epoch, recorded = self.first_rung()
+        if trial.trial_id in self.unjudged and result[self._time_attr] > epoch and self.screened:
+            self.unjudged.discard(trial.trial_id)
+            if recorded[trial.trial_id] < self._brackets[0].cutoff(recorded):
+                self._num_stopped += 1
+                return TrialScheduler.STOP
+        if self.screened or result[self._time_attr] >= self._max_t:  # (a rung at the last epoch: nothing to wait for)
+            return super().on_trial_result(tune_controller, trial, result)
+        if result[self._time_attr] < epoch:
             return TrialScheduler.CONTINUE
-        # (a trial resumed after an interruption may be past the rung already: its first value there,
-        # carried over from history.csv, stands)
+        # (a trial Ray retried may reach the rung twice: its first value stands)
         recorded.setdefault(trial.trial_id, self._metric_op * result[self._metric])
-        if len(recorded) + self.lost < self.screen:
+        if len(recorded) + len(self.lost) < self.screen:
             self.waiting[trial.trial_id] = trial
             self.parked.add(trial.trial_id)
             return TrialScheduler.PAUSE
@@ -63,11 +83,12 @@ class ScreeningASHA(ASHAScheduler):
         self.screened = True
         _, recorded = self.first_rung()
         cutoff = self._brackets[0].cutoff(recorded)
+        # a promoted trial counts against the limit again at once, so no new trial gets ahead of it
+        self.parked.clear()
         for trial_id, trial in sorted(self.waiting.items(), key=lambda kv: -recorded[kv[0]]):
             if recorded[trial_id] >= cutoff:
                 self.to_resume.append(trial)
             else:
-                self.parked.discard(trial_id)
                 self._num_stopped += 1
                 if trial.status == Trial.PAUSED or trial.is_saving:
                     tune_controller.stop_trial(trial)
@@ -77,42 +98,44 @@ class ScreeningASHA(ASHAScheduler):
         self._num_stopped += 1
         return TrialScheduler.STOP
 
-    def _ended(self, tune_controller, trial: Trial) -> None:
-        """A trial ended other than by this scheduler's verdict: one not yet at the first rung during
-        the screening will never get there, so it is not waited for."""
+    def _ended(self, trial: Trial) -> None:
+        """A trial ended, or failed (Ray may retry it: it then comes back through on_trial_add). One
+        that was waiting at the rung gets its verdict if it reports again; one that ended before the
+        rung during the screening is not waited for (choose_trial_to_run judges once the rest are in)."""
         self.parked.discard(trial.trial_id)
-        self.waiting.pop(trial.trial_id, None)
-        if not self.screened and trial.trial_id not in self.first_rung()[1]:
-            self.lost += 1
-            if self.waiting and len(self.first_rung()[1]) + self.lost >= self.screen:
-                self._judge(tune_controller, current=None)
+        if self.waiting.pop(trial.trial_id, None) is not None:
+            self.unjudged.add(trial.trial_id)
+        elif not self.screened and trial.trial_id not in self.first_rung()[1]:
+            self.lost.add(trial.trial_id)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
-        self._ended(tune_controller, trial)
+        self._ended(trial)
         if trial.trial_id in self._trial_info:
             super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
-        self._ended(tune_controller, trial)
+        self._ended(trial)
         super().on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller, trial: Trial) -> None:
-        self._ended(tune_controller, trial)
+        self._ended(trial)
         if trial.trial_id in self._trial_info:
             super().on_trial_remove(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         """The screening's promoted trials first (best first), then new trials, then any other paused
-        trial (one restored after an interruption); never one still awaiting the verdict."""
+        trial; never one awaiting the verdict. Ray calls this every step: the verdict is given here
+        when the screened trials that ended before the rung leave no more to wait for, or when nothing
+        runs and the searcher will propose no more (fewer trials than the screening)."""
         trials = tune_controller.get_trials()
-        if (self.waiting and not self.screened and _search_finished(tune_controller)
-                and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)):
-            # fewer trials than the screening (a grown search, failures before the rung): no more will come
+        if self.waiting and not self.screened and (
+                len(self.first_rung()[1]) + len(self.lost) >= self.screen
+                or (_search_finished(tune_controller)
+                    and not any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials))):
             self._judge(tune_controller, current=None)
         self.to_resume = [t for t in self.to_resume if t.status not in (Trial.TERMINATED, Trial.ERROR)]
         for trial in self.to_resume:
             if trial.status == Trial.PAUSED:
-                self.parked.discard(trial.trial_id)
                 return trial
         for trial in trials:
             if trial.status == Trial.PENDING:
@@ -137,6 +160,8 @@ class ParkingLimiter(ConcurrencyLimiter):
         self.parked = parked
 
     def suggest(self, trial_id: str) -> dict | None:
+        if not self._limit_concurrency:  # the searcher limits itself (it cannot tell parked trials apart)
+            return self.searcher.suggest(trial_id)
         if len(self.live_trials - self.parked) >= self.max_concurrent:
             return None
         suggestion = self.searcher.suggest(trial_id)

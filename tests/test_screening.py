@@ -93,14 +93,30 @@ def test_after_the_screening_later_trials_meet_the_rung_asynchronously():
     assert ray.report(late_bad, 2, 0.01) == STOP and ray.report(late_good, 2, 0.9) == CONTINUE  # no pause
 
 
-def test_a_trial_that_ends_before_the_rung_is_not_waited_for():
-    """It failed (or its own patience ended it): the others are judged once the rest have arrived."""
+def test_a_trial_that_ends_before_the_rung_is_not_waited_for_and_one_ray_retries_is():
+    """It failed for good (or its own patience ended it): the others are judged at the next step.
+    One that Ray retries comes back through on_trial_add, and is waited for."""
     scheduler, ray = screening(screen=3)
     a, b, c = ray.add("a"), ray.add("b"), ray.add("c")
     assert ray.report(a, 2, 0.3) == PAUSE and ray.report(b, 2, 0.1) == PAUSE
     c.status = "ERROR"
-    scheduler.on_trial_error(ray, c)
-    assert scheduler.screened and b.status == "TERMINATED" and scheduler.to_resume == [a]
+    scheduler.on_trial_error(ray, c)  # Ray retries it: error, then the trial is added again
+    scheduler.on_trial_add(ray, c)
+    c.status = "PENDING"
+    assert scheduler.choose_trial_to_run(ray) is c and not scheduler.screened
+    c.status = "ERROR"
+    scheduler.on_trial_error(ray, c)  # for good this time
+    assert scheduler.choose_trial_to_run(ray) is a and scheduler.screened and b.status == "TERMINATED"
+
+
+def test_a_waiting_trial_that_failed_gets_its_verdict_when_it_reports_again():
+    scheduler, ray = screening(screen=3)
+    a, b, c = ray.add("a"), ray.add("b"), ray.add("c")
+    assert ray.report(a, 2, 0.05) == PAUSE
+    scheduler.on_trial_error(ray, a)  # its pause failed; Ray retries it from its checkpoint
+    scheduler.on_trial_add(ray, a)
+    assert ray.report(b, 2, 0.5) == PAUSE and ray.report(c, 2, 0.4) == CONTINUE  # verdict: median 0.4
+    assert scheduler.to_resume == [b] and ray.report(a, 3, 0.06) == STOP  # a, below it, stops on its next result
 
 
 def test_when_no_more_trials_will_come_the_waiting_ones_are_judged():
@@ -142,8 +158,14 @@ def test_the_registry_entry_sizes_the_screening_and_carries_it_over():
     assert isinstance(built, ScreeningASHA) and screen.checkpoints_every_epoch
     history = pd.DataFrame({"trial_id": ["a", "a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 4, 1, 2],
                             "acc": [0.1, 0.2, 0.3, 0.4, 0.1, 0.3]})
-    screen.carry_over(built, history, "acc", "max")  # a resumed search whose two trials passed the rung
-    assert built.screened and set(built.first_rung()[1]) == {"a", "b"}
+    screen.carry_over(built, history, "acc", "max")  # a resumed search: a went on, b was paused at the rung
+    assert built.screened and set(built.first_rung()[1]) == {"a", "b"} and built.unjudged == {"b"}
+    b = Trial("b")
+    built.on_trial_add(None, b)  # Ray brings it back pending and starts it: judged on its next epoch
+    assert built.on_trial_result(None, b, {"training_iteration": 3, "acc": 0.35}) == CONTINUE  # 0.3 >= median 0.25
+    fresh = screen.build(p, "acc", "max")
+    screen.carry_over(fresh, history.iloc[:0], "acc", "max")
+    assert not fresh.screened  # a new search screens
 
 
 @pytest.mark.parametrize("name", ["asha", "fifo"])
