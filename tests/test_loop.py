@@ -198,6 +198,14 @@ def test_patience_zero_never_stops(stub_data):
     assert len(result.history) == 4 and not result.stopped_early and result.best["epoch"] == 1
 
 
+@pytest.mark.parametrize("schedule, epochs_run", [("constant", 4), ("cosine", 8), ("onecycle", 8)])
+def test_patience_waits_for_a_plateau_under_a_constant_rate_only(stub_data, schedule, epochs_run):
+    """A decaying schedule plans its own end: its plateaus are not the end of learning."""
+    task = ScriptedTask([0.5, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9, 0.9])
+    result = fit(task, {**STUB_CONFIG, "schedule": schedule}, *stub_data, device=CPU)
+    assert len(result.history) == epochs_run and result.stopped_early == (schedule == "constant")
+
+
 def test_patience_exhausted_on_last_epoch_is_not_early(stub_data):
     task = ScriptedTask([0.5, 0.4, 0.3])
     result = fit(task, {**STUB_CONFIG, "epochs": 3, "patience": 2}, *stub_data, device=CPU)
