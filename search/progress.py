@@ -7,6 +7,7 @@ import errno
 import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ class Progress(Callback):
     def __init__(self, run_dir: Path, tune_dir: Path, base: dict[str, Any], searched: list[str],
                  objective: str, mode: str, total_trials: int, scheduler: Scheduler, print_fn=None,
                  tail: tuple[float, int] | None = None, earlier: tuple[pd.DataFrame, pd.DataFrame] | None = None,
-                 time_budget_s: float | None = None):
+                 time_budget_s: float | None = None, stop_reason: Callable[[int], str] | None = None):
         self.run_dir, self.tune_dir, self.base, self.scheduler = run_dir, tune_dir, base, scheduler
+        self.stop_reason = stop_reason or scheduler.stop_reason  # (the run's: Scheduler.stop_reason_in(plan))
         self.searched, self.objective, self.mode = searched, objective, mode
         # flush: progress must show up promptly when the output goes to a file (nohup, CI logs)
         self.total, self.print = total_trials, print_fn or functools.partial(print, flush=True)
@@ -99,7 +101,7 @@ class Progress(Callback):
         self.write_tables()
         last = self.latest.get(trial.trial_id, {})
         epochs = int(last.get("epoch", 0))
-        status, why = trial_status(last, self.base["epochs"], self.scheduler.stop_reason,
+        status, why = trial_status(last, self.base["epochs"], self.stop_reason,
                                    failed_with=_error_line(trial) if error else None)
         best = self.trial_best.get(trial.trial_id)
         metric = f"{self.objective} {best:.4f}" if best is not None else "no metric"
@@ -135,7 +137,7 @@ class Progress(Callback):
 
     def write_tables(self):
         trials, history = tables.collect(self.tune_dir, self.base, self.objective, self.mode,
-                                         self.scheduler.stop_reason, self.running, self.latest, self.staging)
+                                         self.stop_reason, self.running, self.latest, self.staging)
         if not self.earlier[0].empty:
             trials = pd.concat([self.earlier[0], trials], ignore_index=True)
             history = pd.concat([self.earlier[1], history], ignore_index=True)

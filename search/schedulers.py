@@ -72,6 +72,10 @@ class Scheduler:
         keeps this: such a trial was ended by the time budget or an interruption."""
         return f"stopped after epoch {epochs} (time budget or interruption)"
 
+    def stop_reason_in(self, plan: Any) -> Callable[[int], str]:
+        """`stop_reason` for one run's plan (a Plan or run.json's dict)."""
+        return self.stop_reason
+
     def describe(self, plan: Plan) -> str:
         """Its part of the plan line, e.g. 'no early stopping'."""
         raise NotImplementedError
@@ -134,6 +138,12 @@ class Asha(Scheduler):
 
     def stop_reason(self, epochs: int) -> str:
         return f"ASHA stopped it after epoch {epochs}"
+
+    def stop_reason_in(self, plan: Any) -> Callable[[int], str]:
+        """ASHA stops trials at its rungs only: one that ended between them was cut by the time budget
+        or an interruption (a 90-minute search's guard cut a trial at epoch 28 of rungs 10 and 20)."""
+        rungs = set(self.decision_epochs(plan))
+        return lambda epochs: self.stop_reason(epochs) if epochs in rungs else Scheduler.stop_reason(self, epochs)
 
     def describe(self, plan: Plan) -> str:
         return f"ASHA from epoch {plan.grace_epochs} (keeps 1/{plan.reduction_factor})"

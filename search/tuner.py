@@ -89,7 +89,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     scheduler = schedulers.of_plan(plan)
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
     earlier = tables.collect_rounds([readable(d, run_dir) for d in tune_dirs(run_dir, storage, tune_round)[:-1]],
-                                    base, exp.objective, exp.mode, scheduler.stop_reason)
+                                    base, exp.objective, exp.mode, scheduler.stop_reason_in(plan))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              # with --storage (a cluster), where every node's retry of a trial sees them
@@ -100,7 +100,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,
-                        earlier=earlier, time_budget_s=plan.time_budget_s)
+                        earlier=earlier, time_budget_s=plan.time_budget_s, stop_reason=scheduler.stop_reason_in(plan))
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
@@ -111,7 +111,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
-        trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason)
+        trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason_in(plan))
         if not trials.empty:
             progress.ended = progress.ended_before = (
                 progress.ended + int(trials["status"].isin(["completed", "failed"]).sum()))

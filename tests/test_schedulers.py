@@ -67,6 +67,17 @@ def test_fifo_trains_every_epoch_asha_fewer():
     assert schedulers.get("fifo").decision_epochs(p) == [] and schedulers.get("asha").decision_epochs(p) == [2, 4]
 
 
+def test_a_trial_ended_between_ashas_rungs_was_cut_not_stopped_by_asha():
+    """A time budget or an interruption ends trials at any epoch; ASHA only at its rungs."""
+    p = plan(max_epochs=40, grace_epochs=10, reduction_factor=2)  # rungs at 10 and 20
+    for name in ("asha", "screen"):
+        reason = schedulers.get(name).stop_reason_in(p)
+        assert reason(10) == "ASHA stopped it after epoch 10"
+        assert reason(20) == "ASHA stopped it after epoch 20"
+        assert reason(28) == "stopped after epoch 28 (time budget or interruption)"
+    assert schedulers.get("fifo").stop_reason_in(p)(7) == "stopped after epoch 7 (time budget or interruption)"
+
+
 def test_stop_reasons_reach_the_trial_status():
     for name, words in (("asha", "ASHA stopped it after epoch 2"), ("fifo", "stopped after epoch 2")):
         status, reason = trial_status({"epoch": 2}, 6, schedulers.get(name).stop_reason)
