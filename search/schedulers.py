@@ -195,12 +195,12 @@ class Screen(Asha):
         built.resume_from(history)
 
     def limit(self, built: TrialScheduler, searcher, concurrency: int | None) -> tuple[Any, int | None]:
-        return screening.ParkingLimiter(searcher, concurrency, built.parked), None
+        return screening.ParkingLimiter(searcher, concurrency, built), None
 
     def relink(self, tuner, built: TrialScheduler) -> None:
         limiter = screening.parking_limiter(tuner._local_tuner._tune_config.search_alg)
         if limiter is not None:
-            limiter.parked = built.parked
+            limiter.scheduler = built
 
     def describe(self, plan: Plan) -> str:
         return (f"ASHA from epoch {plan.grace_epochs} (keeps 1/{plan.reduction_factor}), its first "

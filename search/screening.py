@@ -8,7 +8,8 @@ did, while the trial best at epoch 4 was the best after 10 in each seed's 8 rand
 Synchronous successive halving compares them all first; this does that at the first rung only:
 
 - each of the first `screen` trials is paused (its state checkpointed) when it reaches the first
-  rung, and its CPU goes to the next trial;
+  rung, and its CPU goes to the next of them; no later trial starts before the verdict (it would
+  hold a CPU the promoted ones need: measured, such a trial ran to its end before the best resumed);
 - once `screen` trials have reached it (or ended before it), the best 1/reduction_factor of them
   resume, the best first, before any new trial starts, and the others stop;
 - every later trial, and every later rung, is plain ASHA;
@@ -16,10 +17,13 @@ Synchronous successive halving compares them all first; this does that at the fi
   is judged at its next epoch against every value at the rung (`resume_from`).
 
 Paused trials must not count against the searcher's concurrency limit, or no new trial would start
-while they wait: `ParkingLimiter` is Ray's ConcurrencyLimiter, less the trials parked here.
+while they wait: `ParkingLimiter` is Ray's ConcurrencyLimiter, less the trials parked here, and
+closed to trials beyond the screening until its verdict.
 """
 
 from __future__ import annotations
+
+import copy
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -37,6 +41,7 @@ class ScreeningASHA(ASHAScheduler):
         # at the rung without a verdict (a pause that failed, a resumed search's trials): judged on their next result
         self.unjudged: set[str] = set()
         self.screened = False
+        self.added: set[str] = set()  # every trial seen (a retried one once)
 
     def first_rung(self) -> tuple[float, dict[str, float]]:
         """(epoch, {trial id: value signed so that larger is better}); Ray lists rungs last first."""
@@ -53,8 +58,13 @@ class ScreeningASHA(ASHAScheduler):
         last = history.groupby("trial_id")["epoch"].max()
         self.unjudged = {str(t) for t, e in last.items() if e == epoch and str(t) in recorded}
 
+    def admits_new_trial(self) -> bool:
+        """No trial beyond the screened ones starts before the verdict."""
+        return self.screened or len(self.added) < self.screen
+
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        self.added.add(trial.trial_id)
         self.lost.discard(trial.trial_id)  # a failed trial Ray retries comes back through here
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
@@ -153,16 +163,18 @@ def _search_finished(tune_controller) -> bool:
 
 
 class ParkingLimiter(ConcurrencyLimiter):
-    """At most `max_concurrent` live trials the searcher proposed, not counting those `parked`."""
+    """At most `max_concurrent` live trials the searcher proposed, not counting those the scheduler
+    parked, and none beyond the screened ones before its verdict."""
 
-    def __init__(self, searcher: Searcher, max_concurrent: int, parked: set[str]):
+    def __init__(self, searcher: Searcher, max_concurrent: int, scheduler: ScreeningASHA):
         super().__init__(searcher, max_concurrent=max_concurrent)
-        self.parked = parked
+        self.scheduler = scheduler
 
     def suggest(self, trial_id: str) -> dict | None:
         if not self._limit_concurrency:  # the searcher limits itself (it cannot tell parked trials apart)
             return self.searcher.suggest(trial_id)
-        if len(self.live_trials - self.parked) >= self.max_concurrent:
+        if (not self.scheduler.admits_new_trial()
+                or len(self.live_trials - self.scheduler.parked) >= self.max_concurrent):
             return None
         suggestion = self.searcher.suggest(trial_id)
         if suggestion not in (None, Searcher.FINISHED):
@@ -171,13 +183,12 @@ class ParkingLimiter(ConcurrencyLimiter):
         return suggestion
 
     def get_state(self) -> dict:
-        state = super().get_state()
-        state.pop("parked", None)
-        return state
+        """ConcurrencyLimiter's state (a deep copy of its fields but the searcher), less the scheduler."""
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "scheduler")})
 
     def set_state(self, state: dict) -> None:
-        """A resumed search restores the counts, not the link: `parked` stays the new scheduler's."""
-        super().set_state({k: v for k, v in state.items() if k != "parked"})
+        """A resumed search restores the counts, not the link: `scheduler` stays the new one."""
+        super().set_state({k: v for k, v in state.items() if k != "scheduler"})
 
 
 def parking_limiter(search_alg) -> ParkingLimiter | None:

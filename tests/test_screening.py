@@ -130,19 +130,31 @@ def test_when_no_more_trials_will_come_the_waiting_ones_are_judged():
     assert scheduler.choose_trial_to_run(ray) is a and b.status == "TERMINATED"
 
 
-def test_the_limiter_does_not_count_parked_trials():
+def test_the_limiter_does_not_count_parked_trials_nor_admit_one_beyond_the_screening():
     class Draws(Searcher):
         def suggest(self, trial_id):
             return {"lr": 0.1}
 
-    parked: set[str] = set()
-    limiter = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, parked=parked)
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    scheduler, ray = screening(screen=3)
+    limiter = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, scheduler=scheduler)
     assert limiter.suggest("a") and limiter.suggest("b") and limiter.suggest("c") is None
-    parked.add("a")  # a waits at the rung: its slot goes to a new trial
+    a, b = ray.add("a"), ray.add("b")
+    assert ray.report(a, 2, 0.3) == PAUSE  # a waits at the rung: its slot goes to a new trial
     assert limiter.suggest("c") and limiter.suggest("d") is None
-    restored = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, parked={"x"})
+    ray.add("c")
+    assert ray.report(b, 2, 0.1) == PAUSE  # a slot is free, but 3 trials are all the screening takes
+    assert limiter.suggest("d") is None
+    assert ray.report(ray.trials[2], 2, 0.2) == CONTINUE  # the verdict: a resumes, c goes on, b stops
+    limiter.on_trial_complete("b")
+    assert scheduler.parked == set() and limiter.suggest("d") is None  # a and c hold both slots
+    limiter.on_trial_complete("c")
+    assert limiter.suggest("d") and limiter.suggest("e") is None
+    restored = ParkingLimiter(Draws(metric="acc", mode="max"), max_concurrent=2, scheduler=screening()[0])
     restored.set_state(limiter.get_state())  # a resumed search: the counts come back, the link stays
-    assert restored.live_trials == {"a", "b", "c"} and restored.parked == {"x"}
+    assert restored.live_trials == {"a", "d"} and restored.scheduler is not scheduler
 
 
 def test_the_registry_entry_sizes_the_screening_and_carries_it_over():
@@ -185,7 +197,7 @@ def test_the_tuner_wires_the_limiter_to_the_schedulers_parked_trials(tmp_path):
                       p, schedulers.of_plan(p), 0, "x", str(tmp_path), [], tmp_path)
     config = tuner._local_tuner._tune_config
     assert isinstance(config.search_alg, ParkingLimiter) and config.max_concurrent_trials is None
-    assert config.search_alg.parked is config.scheduler.parked and config.search_alg.max_concurrent == p.concurrency
+    assert config.search_alg.scheduler is config.scheduler and config.search_alg.max_concurrent == p.concurrency
 
 
 @pytest.mark.slow
