@@ -145,14 +145,13 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     from search.experiment import warm_start
     from search.plan import Hardware, make_plan
     from search.searcher import HonestOptunaSearch, make_searcher, to_tune
-    from search.trial import run_trial
+    from search.trial import CHECKPOINT_SHARE, run_trial
 
     base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
     warm = [] if args.no_warm_start else [warm_start(base, space)]
     grace = min(args.grace, args.max_epochs)
     metric, mode = exp.objective, exp.mode
-    every_epoch = False  # checkpoints as a search spaces them, unless the scheduler pauses trials
-    limit = args.concurrency
+    checkpoint_share, limit = CHECKPOINT_SHARE, args.concurrency
     if method == "default":
         # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
         trials = 2 * math.ceil(args.budget_epochs / args.max_epochs)
@@ -170,7 +169,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
         chosen = schedulers.of_plan(plan)
         scheduler = chosen.build(plan, metric, mode)
         searcher, limit = chosen.limit(scheduler, searcher, args.concurrency)
-        every_epoch = chosen.checkpoints_every_epoch
+        checkpoint_share = chosen.checkpoint_share  # every epoch where it pauses trials
     else:
         base["patience"] = 0
         searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm or None,
@@ -181,7 +180,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     stopper = make_budget_stopper(args.budget_epochs, exp.objective)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=train, val=val,
-                             **({"checkpoint_share": None} if every_epoch else {})), {"cpu": 1, "gpu": 0})
+                             checkpoint_share=checkpoint_share), {"cpu": 1, "gpu": 0})
     tuner = tune.Tuner(
         trainable,
         param_space=to_tune(space),
@@ -356,6 +355,7 @@ def main(argv: list[str]) -> int:
     train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
     val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
 
+    from search import schedulers
     from search.run import searched_space
     from search.stages import versions
     from search.tuner import quiet
@@ -375,10 +375,10 @@ def main(argv: list[str]) -> int:
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
     scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
-    print(f"default: TPE (make_searcher, {start}) + " + ("the CPU budget's scheduler, " if not args.scheduler else "")
-          + f"{scheduler}"
-          + (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
-             if scheduler in ("asha", "screen") else "") + f", max_t {args.max_epochs}, both ranking on "
+    halving = (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
+               if isinstance(schedulers.get(scheduler), schedulers.Asha) else "")
+    print(f"default: TPE (make_searcher, {start}) + " + ("" if args.scheduler else "the CPU budget's scheduler, ")
+          + f"{scheduler}{halving}, max_t {args.max_epochs}, both ranking on "
           f"{exp.rank_metric[0] if exp.rank_metric else exp.objective}; patience {exp.defaults['patience']}")
     print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
           f"{args.concurrency} threads, one trial at a time")

@@ -26,6 +26,7 @@ from search.experiment import Dim, Float
 from search.markdown import md_table
 from search.plan import Plan
 from search.searcher import to_tune
+from search.trial import CHECKPOINT_SHARE
 
 
 class Scheduler:
@@ -57,6 +58,11 @@ class Scheduler:
     def relink(self, tuner, built: TrialScheduler) -> None:
         """After Tuner.restore gave the run a new `built` scheduler: reconnect what the restored
         searcher shares with it (nothing, unless the scheduler parks trials)."""
+
+    @property
+    def checkpoint_share(self) -> float | None:
+        """run_trial's `checkpoint_share`: None (a checkpoint every epoch) where the scheduler needs one."""
+        return None if self.checkpoints_every_epoch else CHECKPOINT_SHARE
 
     def checkpoints_to_keep(self, plan: Plan) -> int:
         """Checkpoints Ray keeps per trial: the latest only (a resumed or retried trial needs no
@@ -182,7 +188,7 @@ class Screen(Asha):
     def screen(self, plan: Plan) -> int:
         """Trials compared together at the first rung: a quarter of the search's epochs (16 trials of
         up to 10 epochs, rung at 4, 2 at once: 7), at least one more than run at once, at most all."""
-        share = round(self.SCREEN_SHARE * super().search_epochs(plan) / max(1, plan.grace_epochs))
+        share = round(self.SCREEN_SHARE * self.search_epochs(plan) / max(1, plan.grace_epochs))
         return max(1, min(plan.trials, max(plan.concurrency + 1, share)))
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:

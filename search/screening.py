@@ -34,14 +34,18 @@ class ScreeningASHA(ASHAScheduler):
     def __init__(self, screen: int, **kwargs):
         super().__init__(**kwargs)
         self.screen = screen  # trials compared together at the first rung
-        self.parked: set[str] = set()  # trial ids paused at the first rung, awaiting the verdict (read by the limiter)
-        self.waiting: dict[str, Trial] = {}  # those trials
+        self.waiting: dict[str, Trial] = {}  # paused at the first rung, awaiting the verdict, by trial id
         self.to_resume: list[Trial] = []  # promoted while paused: they run before any new trial, best first
         self.lost: set[str] = set()  # screened trials that ended before the rung (failed, or their own patience)
         # at the rung without a verdict (a pause that failed, a resumed search's trials): judged on their next result
         self.unjudged: set[str] = set()
         self.screened = False
         self.added: set[str] = set()  # every trial seen (a retried one once)
+
+    @property
+    def parked(self) -> set[str]:
+        """The ids of the trials waiting at the rung: the limiter does not count them."""
+        return set(self.waiting)
 
     def first_rung(self) -> tuple[float, dict[str, float]]:
         """(epoch, {trial id: value signed so that larger is better}); Ray lists rungs last first."""
@@ -84,7 +88,6 @@ class ScreeningASHA(ASHAScheduler):
         recorded.setdefault(trial.trial_id, self._metric_op * result[self._metric])
         if len(recorded) + len(self.lost) < self.screen:
             self.waiting[trial.trial_id] = trial
-            self.parked.add(trial.trial_id)
             return TrialScheduler.PAUSE
         return self._judge(tune_controller, current=trial)
 
@@ -93,16 +96,16 @@ class ScreeningASHA(ASHAScheduler):
         self.screened = True
         _, recorded = self.first_rung()
         cutoff = self._brackets[0].cutoff(recorded)
-        # a promoted trial counts against the limit again at once, so no new trial gets ahead of it
-        self.parked.clear()
-        for trial_id, trial in sorted(self.waiting.items(), key=lambda kv: -recorded[kv[0]]):
+        # no longer waiting, a promoted trial counts against the limit again at once, so no new trial
+        # gets ahead of it
+        waiting, self.waiting = self.waiting, {}
+        for trial_id, trial in sorted(waiting.items(), key=lambda kv: -recorded[kv[0]]):
             if recorded[trial_id] >= cutoff:
                 self.to_resume.append(trial)
             else:
                 self._num_stopped += 1
                 if trial.status == Trial.PAUSED or trial.is_saving:
                     tune_controller.stop_trial(trial)
-        self.waiting.clear()
         if current is None or recorded[current.trial_id] >= cutoff:
             return TrialScheduler.CONTINUE
         self._num_stopped += 1
@@ -112,7 +115,6 @@ class ScreeningASHA(ASHAScheduler):
         """A trial ended, or failed (Ray may retry it: it then comes back through on_trial_add). One
         that was waiting at the rung gets its verdict if it reports again; one that ended before the
         rung during the screening is not waited for (choose_trial_to_run judges once the rest are in)."""
-        self.parked.discard(trial.trial_id)
         if self.waiting.pop(trial.trial_id, None) is not None:
             self.unjudged.add(trial.trial_id)
         elif not self.screened and trial.trial_id not in self.first_rung()[1]:

@@ -24,7 +24,7 @@ from search.io import write_csv
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
-from search.trial import CHECKPOINT_SHARE, DIVERGED, run_trial
+from search.trial import DIVERGED, run_trial
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
 
@@ -88,19 +88,20 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     tune_dir = readable(tune_uri, run_dir)
     scheduler = schedulers.of_plan(plan)
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
+    stop_reason = scheduler.stop_reason_in(plan)
     earlier = tables.collect_rounds([readable(d, run_dir) for d in tune_dirs(run_dir, storage, tune_round)[:-1]],
-                                    base, exp.objective, exp.mode, scheduler.stop_reason_in(plan))
+                                    base, exp.objective, exp.mode, stop_reason)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              # with --storage (a cluster), where every node's retry of a trial sees them
                              marker_dir=trial_storage.join(tune_uri if storage else str(run_dir), DIVERGED),
                              tail_dir=str(run_dir) if plan.grow_tail else None,
                              tracked=tuple(space) if scheduler.changes_config else (),
-                             checkpoint_share=None if scheduler.checkpoints_every_epoch else CHECKPOINT_SHARE),
+                             checkpoint_share=scheduler.checkpoint_share),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,
-                        earlier=earlier, time_budget_s=plan.time_budget_s, stop_reason=scheduler.stop_reason_in(plan))
+                        earlier=earlier, time_budget_s=plan.time_budget_s, stop_reason=stop_reason)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
@@ -111,7 +112,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
-        trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, scheduler.stop_reason_in(plan))
+        trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, stop_reason)
         if not trials.empty:
             progress.ended = progress.ended_before = (
                 progress.ended + int(trials["status"].isin(["completed", "failed"]).sum()))
