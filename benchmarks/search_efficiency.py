@@ -2,7 +2,7 @@
 
     python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs E]
         [--budget-epochs 80] [--seeds 3] [--concurrency 2] [--grace G] [--no-warm-start] [--out DIR]
-        [--scheduler NAME] [--methods default --reuse EARLIER_OUT]
+        [--scheduler NAME] [--methods default] [--reuse EARLIER_OUT ...]
 
 E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); 80 epochs is about
 what that budget's 16 trials spend under ASHA (84 in a default run on the real data).
@@ -26,8 +26,11 @@ seed and (unless --no-warm-start) baseline warm start:
             all --concurrency threads, `search.loop.fit` as the training.
 
 --scheduler puts another registered scheduler in the default's place (e.g. `screen`, ASHA whose
-first rung waits for the first trials). --methods runs only some methods; --reuse takes the others'
-curves from an earlier run's curves.csv (random search is seeded: its configs and training repeat).
+first rung waits for the first trials). --reuse takes each method's curve for a seed from an earlier
+run's curves.csv where it is there in full (random search and the Optuna study are seeded: their
+configs and training repeat); a default run is taken only where it was recorded with the same
+scheduler. Only the rest is run, and only of the --methods. So adding seeds 3 and 4 to an earlier
+3-seed run is `--seeds 5 --reuse EARLIER_OUT`.
 
 Budget accounting: one reported result is one epoch of one trial. A Ray Tune Stopper sees every
 result in the order the driver receives it, records it, and stops the whole search once
@@ -81,8 +84,10 @@ def parser() -> argparse.ArgumentParser:
                    "keys the experiment's CPU budget searches")
     p.add_argument("--out", type=Path, help="folder for curves.csv and summary.csv (default: a new temp dir)")
     p.add_argument("--scheduler", help="the default method's scheduler (default: the CPU budget's)")
-    p.add_argument("--methods", default=",".join(METHODS), help="the methods to run, comma-separated")
-    p.add_argument("--reuse", type=Path, help="an earlier --out folder: the curves of the methods not run")
+    p.add_argument("--methods", default=",".join(METHODS), help="the methods that may be run, comma-separated "
+                   "(the others must all come from --reuse)")
+    p.add_argument("--reuse", type=Path, action="append", default=[], help="an earlier --out folder whose complete "
+                   "curves are taken instead of run (repeatable; where two hold the same, the later one's)")
     return p
 
 
@@ -278,31 +283,33 @@ def run_optuna(seed: int, exp, train: Split, val: Split, space: dict, args) -> d
 # ---------------------------------------------------------------- output
 
 
-def reused(folder: Path, method: str, seeds: int, budget_epochs: int, max_epochs: int) -> list[dict[str, Any]]:
-    """An earlier run's curves of `method`, one run dict per seed, as run_one returns them."""
+def reused(folder: Path, scheduler: str, budget_epochs: int, max_epochs: int) -> dict[tuple[str, int], dict]:
+    """An earlier run's complete curves, as run_one returns them, keyed by (method, seed). A default
+    run is taken only if it was recorded with `scheduler` (older curves.csv files lack the column)."""
     path = folder / "curves.csv"
     if not path.is_file():
         raise UserError(f"--reuse {folder}: no curves.csv there; give an earlier --out folder")
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["method"] == method]
-    runs = []
-    for seed in range(seeds):
-        mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: int(r["cum_epoch"]))
-        counted = [r for r in mine if r["counted"] == "1"]
-        if len(counted) != budget_epochs:
-            raise UserError(f"--reuse {folder}: {method} seed {seed} has {len(counted)} counted epochs, not "
-                            f"--budget-epochs {budget_epochs}; run it again")
+        rows = list(csv.DictReader(f))
+    runs = {}
+    for method, seed in sorted({(r["method"], int(r["seed"])) for r in rows}):
+        mine = sorted((r for r in rows if r["method"] == method and int(r["seed"]) == seed),
+                      key=lambda r: int(r["cum_epoch"]))
+        if method == "default" and mine[0].get("scheduler") != scheduler:
+            continue
+        if sum(r["counted"] == "1" for r in mine) != budget_epochs:
+            continue  # another budget's, or cut short
         events = [{"trial_id": r["trial_id"], "trial_epoch": int(r["trial_epoch"]), "value": float(r["val_acc"]),
                    "wall_s": float(r["wall_s"])} for r in mine]
         curve = best_so_far([e["value"] for e in events[:budget_epochs]])
         reached: dict[str, int] = {}
         for e in events[:budget_epochs]:
             reached[e["trial_id"]] = max(reached.get(e["trial_id"], 0), e["trial_epoch"])
-        runs.append({"method": method, "seed": seed, "events": events, "curve": curve,
-                     "wall_s": max(e["wall_s"] for e in events), "trials": len(reached), "failed": 0,
-                     "reported": len(events), "counted": budget_epochs,
-                     "full": sum(n >= max_epochs for n in reached.values()), "best": curve[-1],
-                     "epochs_to_own_best": first_reach(curve, curve[-1])})
+        runs[method, seed] = {"method": method, "seed": seed, "scheduler": mine[0].get("scheduler", ""),
+                              "events": events, "curve": curve, "wall_s": max(e["wall_s"] for e in events),
+                              "trials": len(reached), "failed": 0, "reported": len(events), "counted": budget_epochs,
+                              "full": sum(n >= max_epochs for n in reached.values()), "best": curve[-1],
+                              "epochs_to_own_best": first_reach(curve, curve[-1]), "from": folder}
     return runs
 
 
@@ -318,15 +325,15 @@ def write_csvs(out: Path, runs: list[dict], rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", "cum_epoch", "counted", "trial_id", "trial_epoch", "val_acc", "best_so_far",
-                    "wall_s"])
+        w.writerow(["method", "scheduler", "seed", "cum_epoch", "counted", "trial_id", "trial_epoch", "val_acc",
+                    "best_so_far", "wall_s"])
         for r in runs:
             best = -math.inf
             for i, e in enumerate(r["events"]):
                 if math.isfinite(e["value"]):
                     best = max(best, e["value"])
-                w.writerow([r["method"], r["seed"], i + 1, int(i < r["counted"]), e["trial_id"], e["trial_epoch"],
-                            e["value"], best, round(e["wall_s"], 2)])
+                w.writerow([r["method"], r["scheduler"], r["seed"], i + 1, int(i < r["counted"]), e["trial_id"],
+                            e["trial_epoch"], e["value"], best, round(e["wall_s"], 2)])
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -345,12 +352,20 @@ def main(argv: list[str]) -> int:
     run_methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not run_methods or set(run_methods) - set(METHODS):
         raise UserError(f"--methods {args.methods}: give some of {', '.join(METHODS)}, comma-separated")
-    if set(run_methods) != set(METHODS) and args.reuse is None:
-        raise UserError(f"--methods {args.methods}: the others' curves are needed too; add --reuse EARLIER_OUT")
     if args.budget_epochs < args.max_epochs:
         raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
     started = time.monotonic()
     exp = shapes.EXPERIMENT
+    scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
+    found: dict[tuple[str, int], dict] = {}
+    for folder in args.reuse:  # the later folder's run where two hold the same
+        found.update(reused(folder, scheduler, args.budget_epochs, args.max_epochs))
+    runs: list[dict] = [found[m, s] for s in range(args.seeds) for m in METHODS if (m, s) in found]
+    to_run = [(m, s) for s in range(args.seeds) for m in METHODS if (m, s) not in found]
+    missing = [f"{m} seed {s}" for m, s in to_run if m not in run_methods]
+    if missing:
+        raise UserError(f"--methods {args.methods}: no complete curve of {', '.join(missing)} in --reuse "
+                        f"({', '.join(map(str, args.reuse)) or 'none given'}); add that method or an earlier --out")
     loaded = exp.load(DataOptions(args.data_dir, False, split_seed=0))
     train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
     val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
@@ -374,7 +389,6 @@ def main(argv: list[str]) -> int:
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
-    scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
     halving = (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
                if isinstance(schedulers.get(scheduler), schedulers.Asha) else "")
     print(f"default: TPE (make_searcher, {start}) + " + ("" if args.scheduler else "the CPU budget's scheduler, ")
@@ -388,24 +402,22 @@ def main(argv: list[str]) -> int:
     print("accounting: a Stopper counts reported epochs in arrival order and stops the search at the budget; "
           "later in-flight epochs are cut off, so exactly the first budget epochs count")
     print(f"versions: {versions()}")
-    if args.reuse is not None:
-        print(f"reused: {', '.join(m for m in METHODS if m not in run_methods)} from {args.reuse}/curves.csv")
+    for r in runs:
+        print(f"reused: {r['method']} seed {r['seed']} from {r['from']}/curves.csv")
     print(f"curves: {out}", flush=True)
 
     storage = Path(tempfile.mkdtemp(prefix="search_efficiency-ray-"))
-    runs: list[dict] = [r for m in METHODS if m not in run_methods
-                        for r in reused(args.reuse, m, args.seeds, args.budget_epochs, args.max_epochs)]
     ray.init(address="local", num_cpus=max(2, args.concurrency), include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="WARNING")
     try:
-        for seed in range(args.seeds):
-            for method in run_methods:
-                r = run_one(method, seed, exp, train, val, space, args, storage)
-                runs.append(r)
-                print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "
-                      f"{r['failed']} failed), {r['counted']}/{r['reported']} epochs counted/reported, "
-                      f"best {fmt_acc(r['best'])} at epoch {fmt_epochs(r['epochs_to_own_best'])}, "
-                      f"{r['wall_s']:.0f} s", flush=True)
+        for method, seed in to_run:
+            r = run_one(method, seed, exp, train, val, space, args, storage)
+            r["scheduler"] = scheduler if method == "default" else ""
+            runs.append(r)
+            print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "
+                  f"{r['failed']} failed), {r['counted']}/{r['reported']} epochs counted/reported, "
+                  f"best {fmt_acc(r['best'])} at epoch {fmt_epochs(r['epochs_to_own_best'])}, "
+                  f"{r['wall_s']:.0f} s", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
@@ -467,6 +479,14 @@ def main(argv: list[str]) -> int:
             vals = [v for v in vals if math.isfinite(v)]
             cells.append(f"{statistics.mean(vals):.4f}" if len(vals) == args.seeds else "-")
         print(f"    {method:<8} " + "  ".join(cells))
+    # The goal read over the mean curve: the epoch where the mean best-so-far first reaches random's mean final best.
+    target = statistics.mean(by["random", s]["best"] for s in range(args.seeds))
+    for method in METHODS[1:]:
+        curves = [by[method, s]["curve"] for s in range(args.seeds)]
+        mean_curve = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
+        reach = first_reach(mean_curve, target)
+        print(f"  {method}'s mean curve reaches random's mean best ({target:.4f}) at epoch {fmt_epochs(reach)}"
+              + (f" ({'within' if 2 * reach <= args.budget_epochs else 'beyond'} half the budget)" if reach else ""))
 
     write_csvs(out, runs, rows)
     print(f"\nwall time {time.monotonic() - started:.0f} s; curves.csv and summary.csv in {out}")
