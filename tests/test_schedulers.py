@@ -41,9 +41,10 @@ def test_each_builds_rays_scheduler_from_the_plan():
 
 
 def test_a_plan_names_its_scheduler_and_old_plans_meant_asha():
-    """The budget picks the scheduler (shapes on a CPU: ASHA from epoch 4, with its reason); --scheduler
-    overrides it (and the budget's reason goes); a smoke run keeps the registry's default."""
-    assert plan().scheduler == "asha" and "Spearman" in plan().why and plan().grace_epochs == 4
+    """The budget picks the scheduler (shapes on a CPU: ASHA from epoch 4 with its first trials screened
+    together there, with its reason); --scheduler overrides it (and the budget's reason goes); a smoke run
+    keeps the registry's default."""
+    assert plan().scheduler == "screen" and "Spearman" in plan().why and plan().grace_epochs == 4
 
     def planned(**kw):
         return make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=0), trials=8, max_epochs=6, time_budget_min=None,
