@@ -136,6 +136,22 @@ def first_reach(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-12), None)
 
 
+def run_record(method: str, seed: int, events: list[dict[str, Any]], budget_epochs: int, max_epochs: int,
+               **known: Any) -> dict[str, Any]:
+    """One search's record from its epochs in arrival order (the first budget_epochs count): its curve,
+    trials and how many ran all epochs, as counted; `known` overrides what the search itself knows
+    better (its trial count, failures, wall time)."""
+    counted = events[:budget_epochs]
+    curve = best_so_far([e["value"] for e in counted])
+    reached: dict[str, int] = {}
+    for e in counted:
+        reached[e["trial_id"]] = max(reached.get(e["trial_id"], 0), e["trial_epoch"])
+    return {"method": method, "seed": seed, "scheduler": "", "events": events, "curve": curve,
+            "wall_s": max((e["wall_s"] for e in events), default=0.0), "trials": len(reached), "failed": 0,
+            "reported": len(events), "counted": len(counted), "full": sum(n >= max_epochs for n in reached.values()),
+            "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1]), **known}
+
+
 # ---------------------------------------------------------------- one search
 
 
@@ -156,7 +172,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     warm = [] if args.no_warm_start else [warm_start(base, space)]
     grace = min(args.grace, args.max_epochs)
     metric, mode = exp.objective, exp.mode
-    checkpoint_share, limit = CHECKPOINT_SHARE, args.concurrency
+    checkpoint_share, limit, scheduler_name = CHECKPOINT_SHARE, args.concurrency, ""
     if method == "default":
         # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
         trials = 2 * math.ceil(args.budget_epochs / args.max_epochs)
@@ -175,6 +191,7 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
         scheduler = chosen.build(plan, metric, mode)
         searcher, limit = chosen.limit(scheduler, searcher, args.concurrency)
         checkpoint_share = chosen.checkpoint_share  # every epoch where it pauses trials
+        scheduler_name = chosen.name
     else:
         base["patience"] = 0
         searcher = HonestOptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), points_to_evaluate=warm or None,
@@ -208,15 +225,8 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
         errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
         raise RuntimeError(f"{method} seed {seed}: no epoch was recorded; {len(grid)} trials, "
                            f"{len(errors)} failed" + (f", first: {errors[0]}" if errors else ""))
-    counted = events[:args.budget_epochs]
-    curve = best_so_far([e["value"] for e in counted])
-    epochs_per_trial: dict[str, int] = {}
-    for e in counted:
-        epochs_per_trial[e["trial_id"]] = max(epochs_per_trial.get(e["trial_id"], 0), e["trial_epoch"])
-    return {"method": method, "seed": seed, "events": events, "curve": curve, "wall_s": wall,
-            "trials": len(grid), "failed": grid.num_errors, "reported": len(events), "counted": len(counted),
-            "full": sum(n >= args.max_epochs for n in epochs_per_trial.values()), "num_samples": num_samples,
-            "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1])}
+    return run_record(method, seed, events, args.budget_epochs, args.max_epochs, scheduler=scheduler_name,
+                      wall_s=wall, trials=len(grid), failed=grid.num_errors, num_samples=num_samples)
 
 
 def suggest(trial, key: str, dim) -> Any:
@@ -270,14 +280,11 @@ def run_optuna(seed: int, exp, train: Split, val: Split, space: dict, args) -> d
         study.optimize(objective, n_trials=args.budget_epochs, catch=(RuntimeError,))
     finally:
         torch.set_num_threads(previous)
-    counted = events[:args.budget_epochs]
-    curve = best_so_far([e["value"] for e in counted])
     states = [t.state for t in study.trials]
     full = sum(1 for t in study.trials if len(t.intermediate_values) >= args.max_epochs)
-    return {"method": "optuna", "seed": seed, "events": events, "curve": curve, "wall_s": time.monotonic() - t0,
-            "trials": len(study.trials), "failed": states.count(optuna.trial.TrialState.FAIL),
-            "reported": len(events), "counted": len(counted), "full": full, "num_samples": len(study.trials),
-            "best": curve[-1], "epochs_to_own_best": first_reach(curve, curve[-1])}
+    return run_record("optuna", seed, events, args.budget_epochs, args.max_epochs, wall_s=time.monotonic() - t0,
+                      trials=len(study.trials), failed=states.count(optuna.trial.TrialState.FAIL), full=full,
+                      num_samples=len(study.trials))
 
 
 # ---------------------------------------------------------------- output
@@ -301,15 +308,8 @@ def reused(folder: Path, scheduler: str, budget_epochs: int, max_epochs: int) ->
             continue  # another budget's, or cut short
         events = [{"trial_id": r["trial_id"], "trial_epoch": int(r["trial_epoch"]), "value": float(r["val_acc"]),
                    "wall_s": float(r["wall_s"])} for r in mine]
-        curve = best_so_far([e["value"] for e in events[:budget_epochs]])
-        reached: dict[str, int] = {}
-        for e in events[:budget_epochs]:
-            reached[e["trial_id"]] = max(reached.get(e["trial_id"], 0), e["trial_epoch"])
-        runs[method, seed] = {"method": method, "seed": seed, "scheduler": mine[0].get("scheduler", ""),
-                              "events": events, "curve": curve, "wall_s": max(e["wall_s"] for e in events),
-                              "trials": len(reached), "failed": 0, "reported": len(events), "counted": budget_epochs,
-                              "full": sum(n >= max_epochs for n in reached.values()), "best": curve[-1],
-                              "epochs_to_own_best": first_reach(curve, curve[-1]), "from": folder}
+        runs[method, seed] = run_record(method, seed, events, budget_epochs, max_epochs,
+                                        scheduler=mine[0].get("scheduler", ""), **{"from": folder})
     return runs
 
 
@@ -412,7 +412,6 @@ def main(argv: list[str]) -> int:
     try:
         for method, seed in to_run:
             r = run_one(method, seed, exp, train, val, space, args, storage)
-            r["scheduler"] = scheduler if method == "default" else ""
             runs.append(r)
             print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "
                   f"{r['failed']} failed), {r['counted']}/{r['reported']} epochs counted/reported, "

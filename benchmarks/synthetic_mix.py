@@ -23,6 +23,7 @@ import torch
 from datasets import shapes
 from search import cli, experiments
 from search.config import UserError
+from search.experiment import DataOptions
 from search.loop import Split, evaluate, fit, resolve_precision
 
 GENERATOR_SEED = 1  # the offline default data set is seed 0: these images are not those
@@ -48,20 +49,20 @@ def main(argv: list[str]) -> int:
         raise UserError("--epochs and --generated: give whole numbers of at least 1")
     torch.set_num_threads(1)  # one CPU per run, as a retraining job has
     exp = experiments.get("shapes")
-    full_train, test = shapes.split_held_out(shapes.load(args.data_dir))
+    data = exp.load(DataOptions(args.data_dir, False, split_seed=0))  # the splits retraining scores on
     config = {**json.loads(best.read_text())["config"], "seed": args.seed, "patience": 0}
-    x, y = full_train.images, full_train.counts
+    x, y = data.full_train.x, data.full_train.y
     epochs = args.epochs
     if args.mode == "mix":
         extra = shapes.generated(n=args.generated, seed=GENERATOR_SEED)
         x, y = torch.cat([x, extra.images]), torch.cat([y, extra.counts])
-        epochs = max(1, round(args.epochs * len(full_train.images) / len(x)))
+        epochs = max(1, round(args.epochs * len(data.full_train) / len(x)))
     config["epochs"] = epochs
     exp.check(config)
     device = torch.device("cpu")
     start = time.monotonic()
     result = fit(exp.task, config, Split(x, y), None, device=device)
-    scores = evaluate(exp.task, result.model, Split(test.images, test.counts), result.config,
+    scores = evaluate(exp.task, result.model, data.test, result.config,
                       resolve_precision(config["precision"], device), prefix="test_")
     print(f"{args.mode} seed {args.seed}: {len(x)} images x {epochs} epochs, {time.monotonic() - start:.0f} s: "
           f"test_acc {scores['test_acc']:.4f}  pair {scores['test_pair_acc']:.4f}  rmse {scores['test_rmse']:.4f}")
