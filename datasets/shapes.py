@@ -282,6 +282,15 @@ def generated(n: int = 10_000, seed: int = 0, cache_dir: Path | None = None) -> 
     return load(folder, cache_dir)
 
 
+def generated_tensors(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` generated images, uint8 (n, 1, 28, 28) in {0, 255}, and their counts, made in memory (9,000 in
+    about 0.4 s): the same images `generated(n, seed)` writes and loads, without the files."""
+    from datasets.shapes_generator import generate
+
+    images, counts = generate(n, seed)
+    return images[:, None], counts
+
+
 # ---------------------------------------------------------------- download
 
 

@@ -37,7 +37,7 @@ def kept_baseline(trials: pd.DataFrame, record: RunRecord) -> bool:
     """Whether the search's best trial is the baseline's own (the warm start): then the search
     recommends keeping the baseline."""
     best = best_trial(trials, record.objective, record.mode)
-    if best is None:
+    if best is None or not record.warm_start_is_baseline:
         return False
     space = {k: experiments.get(record.experiment).space[k] for k in record.searched}
     return matches(best, warm_start(dict(record.base_config), space))

@@ -178,6 +178,9 @@ class Budget:
     full_split: bool = False
     time_budget_min: float | None = None  # the search ends this many minutes after it starts (a guard)
     rank_on: str = "smooth"  # "objective" where the smooth metric cannot see a searched key (e.g. a decoding rule)
+    # Values every config the search tries trains with at this budget, unless --set pins the key; the
+    # baseline is retrained without them, as the seeds ran it (e.g. shapes' generated training images).
+    tuned_with: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

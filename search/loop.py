@@ -34,6 +34,9 @@ class Task(Protocol):
     def metrics(self, outputs: Any, y: torch.Tensor, config: dict) -> dict[str, float]:
         """Metrics of a whole evaluation split (outputs concatenated over batches), no prefix."""
 
+    # Optional: training_pool(train, config) -> Split, the split training epochs draw from when it is more
+    # than the training split (e.g. shapes' generated images). An epoch still draws len(train) of them.
+
 
 @dataclass
 class Split:
@@ -204,18 +207,20 @@ def train_step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, x
 
 
 def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, data: Split,
-                config: dict, generator: torch.Generator, precision: str, epoch: int = 1) -> float:
-    """Epoch `epoch` (1-based): one pass over `data` in a random order, each step at the schedule's
-    learning rate; returns the mean training loss."""
+                config: dict, generator: torch.Generator, precision: str, epoch: int = 1,
+                size: int | None = None) -> float:
+    """Epoch `epoch` (1-based): `size` images of `data` (default: all of it, one pass) in a random order,
+    without repeats, each step at the schedule's learning rate; returns the mean training loss."""
     model.train()
     device = data.x.device
-    order = torch.randperm(len(data), generator=generator, device=device)
+    size = len(data) if size is None else min(size, len(data))
+    order = torch.randperm(len(data), generator=generator, device=device)[:size]
     batch_size = config["batch_size"]
     schedule = config.get("schedule", "constant")
-    per_epoch = steps_per_epoch(len(data), batch_size)
+    per_epoch = steps_per_epoch(size, batch_size)
     total_steps, step = per_epoch * config["epochs"], per_epoch * (epoch - 1)
     total = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    for start in range(0, len(data), batch_size):
+    for start in range(0, size, batch_size):
         if schedule != "constant":  # a Python float: setting it costs no device sync
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(schedule, config["lr"], step, total_steps)
@@ -223,7 +228,7 @@ def train_epoch(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, 
         loss = train_step(task, model, optimizer, data.x[index], data.y[index], config, generator, precision)
         total += loss * index.numel()
         step += 1
-    return total.item() / len(data)
+    return total.item() / size
 
 
 def images_per_second(task: Task, config: dict, x: torch.Tensor, y: torch.Tensor, threads: float,
@@ -291,6 +296,12 @@ def use_fast_convolutions(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def training_pool(task: Task, config: dict, train: Split) -> Split:
+    """What the epochs draw their images from: the task's pool where it declares one, else `train`."""
+    pool = getattr(task, "training_pool", None)
+    return train if pool is None else pool(train, config)
+
+
 def with_statistics(task: Task, config: dict, train: Split) -> dict:
     """The config plus what the task derives from its training split (e.g. normalisation), if it
     declares `statistics(train)`; the values travel in the config to prepare() and are saved."""
@@ -316,6 +327,9 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     precision = resolve_precision(config["precision"], device)
     use_fast_convolutions(device)
     config = with_statistics(task, config, train)
+    # An epoch is as long as the training split, whatever the pool holds: a config costs the same with or
+    # without the task's extra images, so epochs, rungs and time budgets compare across configs.
+    epoch_size, train = len(train), training_pool(task, config, train)
     torch.manual_seed(config["seed"])  # model init and dropout
     model = task.build_model(config).to(device)
     optimizer = make_optimizer(model, config)
@@ -356,7 +370,8 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
             config = config_at(base, changes, epoch)
             apply_config(model, optimizer, config)
         row: dict[str, float] = {"epoch": epoch, **{k: config[k] for k in tracked}}
-        row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision, epoch)
+        row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision, epoch,
+                                        epoch_size)
         if val is not None:
             row.update(evaluate(task, model, val, config, precision))
         elapsed += time.perf_counter() - t0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -54,6 +54,7 @@ class Plan:
     rank_metric: str | None = None  # what the scheduler and TPE rank trials on (None: the objective)
     rank_mode: str | None = None
     searched: list[str] | None = None  # keys this budget searches (None: every key of the space)
+    tuned_with: dict = field(default_factory=dict)  # the budget's values for every searched config, not the baseline
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -162,6 +163,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
     plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
+    plan.tuned_with = {} if smoke else dict(budget.tuned_with)
     smooth = exp.rank_metric if (rank_on or budget.rank_on) == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan

@@ -56,6 +56,17 @@ class RunRecord:
         return "test_" + self.objective.removeprefix("val_")
 
     @property
+    def tuned_with(self) -> dict[str, Any]:
+        """The budget's values every trial trained with and the retrained baseline did not (--set pins excepted)."""
+        return {k: v for k, v in self.plan.tuned_with.items() if k not in self.pinned}
+
+    @property
+    def warm_start_is_baseline(self) -> bool:
+        """Whether the search's first trial (the warm start) is the baseline itself: not where every trial
+        trained with a budget's `tuned_with` values, which the baseline is retrained without."""
+        return not self.tuned_with
+
+    @property
     def rounds(self) -> int:
         """Ray Tune experiments this search ran in: 1, plus one per growth."""
         return 1 + len(self.grown)

@@ -45,7 +45,10 @@ def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
 
 
 def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:
-    """The warm-start trial: the search's first, whose values are the baseline (moved into range)."""
+    """The warm-start trial: the search's first, whose values are the baseline (moved into range); None
+    where every trial trained with a budget's values the baseline does not have."""
+    if not run.record.warm_start_is_baseline:
+        return None
     point = warm_start(dict(run.record.base_config), space)
     hits = [row["trial_id"] for _, row in run.trials.iterrows() if matches(row, point)]
     return str(hits[0]) if hits else None
@@ -120,7 +123,9 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
              + "".join(f", then grown from {g['trials_before']} to {g['trials']} trials with "
                        f"`python -m search.run {exp.name} --name {run.name} --resume --trials {g['trials']}`"
                        for g in record.grown),
-             f"- pinned: {format_config(run.pinned) or 'nothing'}\n"]
+             f"- pinned: {format_config(run.pinned) or 'nothing'}"
+             + (f"\n- every trial and tuned config trained with {format_config(record.tuned_with)}; the baseline "
+                "without, as the seeds ran it" if record.tuned_with else "") + "\n"]
     best = run.best()
     warm = warm_start(dict(record.base_config), space)
 

@@ -85,10 +85,11 @@ def plan_jobs(run_dir: Path, record: RunRecord, exp: Experiment, top_k: int, see
     first_seed = SEED_BASE + 100 * record.seed
     seed_list = [first_seed + i for i in range(seeds)]
     baseline = {**exp.defaults, **record.pinned, "epochs": epochs}  # --set pins hold for the baseline too
+    warm = record.base_config if record.warm_start_is_baseline else None  # else it is a tuned config like any
     configs = [(BASELINE, None, baseline, None)] + [
         # a schedule found over the search's epochs keeps its shape over the retrain's
         (f"top{i + 1}", tid, {**cfg, "epochs": epochs}, stretch(changes, record.plan.max_epochs, epochs) or None)
-        for i, (tid, cfg, changes) in enumerate(top_configs(trials, exp, record.searched, top_k, record.base_config))]
+        for i, (tid, cfg, changes) in enumerate(top_configs(trials, exp, record.searched, top_k, warm))]
     return [Job(label, {**cfg, "seed": s}, s, tid, changes) for label, tid, cfg, changes in configs for s in seed_list]
 
 
@@ -225,7 +226,7 @@ def retrain(run_dir: Path, record: RunRecord, data: Data, *, top_k: int, seeds: 
              f"scored on the {len(data.test)} held-out")
     for label in labels:
         job = next(j for j in jobs if j.label == label)
-        print_fn(f"  {label:<8} {format_config(job.config, record.searched)}")
+        print_fn(f"  {label:<8} {format_config(job.config, [*record.searched, *record.tuned_with])}")
         for first, values in job.changes or ():  # a replayed schedule (Population Based Training)
             print_fn(f"  {'':<8} from epoch {first}: {format_config(values, list(values))}")
     run_jobs(run_dir, exp, jobs, data, cpus, gpus, print_fn)

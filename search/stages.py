@@ -115,7 +115,9 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial, hw, "this run's trials",
                         "resume it where the cluster has them")
     data = cut_to_plan(request.data, plan)
-    base = {**request.base, "epochs": plan.max_epochs, "seed": request.options["seed"]}
+    # The budget's own values (e.g. generated training images) for every trial, where --set did not pin the key
+    tuned_with = {k: v for k, v in plan.tuned_with.items() if k not in request.pinned}
+    base = {**request.base, **tuned_with, "epochs": plan.max_epochs, "seed": request.options["seed"]}
     if previous is not None and previous.base_config != base:
         raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
                         "resume it with the version that started it")
@@ -212,6 +214,8 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
     if plan.why:
         say(f"why: {plan.why}")
+    if ctx.record.tuned_with:
+        say(f"every trial and tuned config trains with {format_config(ctx.record.tuned_with)}; the baseline without")
     if retrain:
         say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
             f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "

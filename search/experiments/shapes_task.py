@@ -24,6 +24,7 @@ from datasets.augment import (
     transform_counts,
 )
 from models.shapes import NUM_CLASSES, ShapesNet
+from search.loop import Split
 
 SETTINGS = ("multitask", "cls", "cnt")
 
@@ -94,9 +95,26 @@ def class_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float) 
     return nll if not smoothing else (1 - smoothing) * nll - smoothing * log_probs.mean(dim=1).mean()
 
 
+# Generated images added to training draw from the generator's stream GENERATED_SEED + the config's seed,
+# never seed 0's: that is the offline default data set, whose held-out images the runs are scored on.
+GENERATED_SEED = 1_000_000
+
+
 class ShapesTask:
     def build_model(self, config: Mapping[str, Any]) -> ShapesNet:
         return ShapesNet(dropout=config["dropout"], hidden=config["hidden"])
+
+    def training_pool(self, train: Split, config: Mapping[str, Any]) -> Split:
+        """The real training images plus `generated` times as many from the project's generator (the
+        loop still draws len(train) images an epoch, so the pool costs no extra time). The generator
+        is faithful: on the real data a model trained on generated images alone reaches 0.94 of the
+        real-trained one's top-1, and 9,000 of them lifted the 90-minute winner's held-out top-1
+        from 0.571 to 0.612 (README)."""
+        n = round(config.get("generated", 0.0) * len(train))
+        if n == 0:
+            return train
+        x, y = shapes.generated_tensors(n, GENERATED_SEED + config["seed"])
+        return Split(torch.cat([train.x, x.to(train.x.device)]), torch.cat([train.y, y.to(train.y.device)]))
 
     def prepare(self, x, y, config, generator):
         x = x.float().mul_(1 / 255)  # stored as uint8 {0, 255}
