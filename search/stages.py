@@ -106,6 +106,14 @@ def budget_space(space: dict[str, Dim], plan: Plan) -> dict[str, Dim]:
     return {k: d for k, d in space.items() if plan.searched is None or k in plan.searched}
 
 
+def search_base(base: dict[str, Any], pinned: dict[str, Any], plan: Plan, seed: int) -> dict[str, Any]:
+    """The config every trial starts from: the baseline (pins applied) with the budget's own values for the
+    tuned configs (e.g. generated training images) where --set did not pin the key, the search's epochs
+    and seed."""
+    tuned_with = {k: v for k, v in plan.tuned_with.items() if k not in pinned}
+    return {**base, **tuned_with, "epochs": plan.max_epochs, "seed": seed}
+
+
 def prepare(request: Request, hw: Hardware) -> RunContext:
     """The plan (the interrupted run's own on --resume), the data cut to it, run.json, the plan printed."""
     exp, run_dir = request.exp, request.run_dir
@@ -115,9 +123,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial, hw, "this run's trials",
                         "resume it where the cluster has them")
     data = cut_to_plan(request.data, plan)
-    # The budget's own values (e.g. generated training images) for every trial, where --set did not pin the key
-    tuned_with = {k: v for k, v in plan.tuned_with.items() if k not in request.pinned}
-    base = {**request.base, **tuned_with, "epochs": plan.max_epochs, "seed": request.options["seed"]}
+    base = search_base(request.base, request.pinned, plan, request.options["seed"])
     if previous is not None and previous.base_config != base:
         raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
                         "resume it with the version that started it")

@@ -60,3 +60,62 @@ def test_the_status_line_never_promises_more_than_the_time_budget_left(tmp_path,
                         print_fn=lambda *a: None, time_budget_s=budget_s)
     progress.ended, progress.start = 2, progress.start - 300  # 2 trials ended after 5 minutes
     assert progress.status_line([]).endswith(expected)
+
+
+# ---------------------------------------------------------------- a budget's values for the tuned configs only
+
+
+def record_with_trials(tmp_path, p, pinned=None):
+    """A run folder whose search tried the warm start (best) and one other config; its run.json's record."""
+    import pandas as pd
+
+    from search.record import RunRecord
+
+    exp = shapes.EXPERIMENT
+    searched = list(p.searched)
+    pinned = pinned or {}
+    base = {**exp.defaults, **pinned, **{k: v for k, v in p.tuned_with.items() if k not in pinned},
+            "epochs": p.max_epochs, "seed": 0}
+    warm = {**base, "weight_decay": 1e-6}  # weight_decay 0 moved into the log range, as the search runs it
+    pd.DataFrame([{**warm, "trial_id": "w", "status": "completed", "best_val_acc": 0.5},
+                  {**warm, "lr": 3e-3, "trial_id": "o", "status": "completed", "best_val_acc": 0.4}]
+                 ).to_csv(tmp_path / "trials.csv", index=False)
+    return RunRecord(experiment="shapes", name="r", plan=p, searched=searched, base_config=base, pinned=pinned)
+
+
+def test_the_90_minute_budget_trains_the_tuned_configs_with_generated_images_and_the_baseline_without(tmp_path):
+    """Its warm-start trial is the baseline's values plus generated images, so it is a tuned config like any
+    other: retrained beside the baseline when it wins, never read as "the search kept the baseline"."""
+    from search import analyse, retraining
+    from search.io import read_csv
+    from search.stages import search_base
+
+    named = plan("90min")
+    assert named.tuned_with == {"generated": 1.0}
+    assert plan().tuned_with == {} and plan("90min", smoke=True).tuned_with == {}
+    defaults = dict(shapes.EXPERIMENT.defaults)
+    assert search_base(defaults, {}, named, 7) == {**defaults, "generated": 1.0, "epochs": named.max_epochs, "seed": 7}
+    assert search_base({**defaults, "generated": 0.5}, {"generated": 0.5}, named, 7)["generated"] == 0.5  # --set wins
+    assert search_base(defaults, {}, plan(), 7)["generated"] == 0.0  # the default budget trains on real images
+    record = record_with_trials(tmp_path, named)
+    assert record.tuned_with == {"generated": 1.0} and not record.warm_start_is_baseline
+    jobs = retraining.plan_jobs(tmp_path, record, shapes.EXPERIMENT, top_k=1, seeds=1, epochs=3)
+    by_label = {job.label: job for job in jobs}
+    assert by_label["baseline"].config["generated"] == 0.0  # as the seeds ran it
+    assert by_label["top1"].trial_id == "w" and by_label["top1"].config["generated"] == 1.0
+    assert not analyse.kept_baseline(read_csv(tmp_path / "trials.csv"), record)
+
+
+def test_pinning_a_budget_value_applies_it_to_the_baseline_too(tmp_path):
+    """--set generated=0.5 pins it for every config, the baseline's included: the warm start is the baseline
+    again, so it is left out of the tuned configs and its win means keeping the baseline."""
+    from search import analyse, retraining
+    from search.io import read_csv
+
+    record = record_with_trials(tmp_path, plan("90min"), pinned={"generated": 0.5})
+    assert record.tuned_with == {} and record.warm_start_is_baseline
+    jobs = retraining.plan_jobs(tmp_path, record, shapes.EXPERIMENT, top_k=1, seeds=1, epochs=3)
+    by_label = {job.label: job for job in jobs}
+    assert by_label["baseline"].config["generated"] == 0.5
+    assert by_label["top1"].trial_id == "o"
+    assert analyse.kept_baseline(read_csv(tmp_path / "trials.csv"), record)

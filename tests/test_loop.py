@@ -344,3 +344,54 @@ def test_constant_schedule_leaves_the_optimisers_lr_alone(stub_data):
                    device=CPU)
     without = fit(ScriptedTask([0.1] * 2), {**STUB_CONFIG, "epochs": 2}, *stub_data, device=CPU)
     assert same_params(with_key.model, without.model)
+
+
+# ---------------------------------------------------------------- generated images in the training pool
+
+
+def test_generated_images_join_the_pool_from_their_own_seed(data):
+    from datasets.shapes import generated_tensors
+    from search.experiments.shapes_task import GENERATED_SEED
+
+    train, _ = small(data, 64)
+    assert TASK.training_pool(train, {**BASE, "generated": 0.0}) is train  # the seeds' training, untouched
+    pool = TASK.training_pool(train, {**BASE, "generated": 1.5, "seed": 3})
+    assert len(pool) == 64 + 96 and pool.x.dtype == train.x.dtype and pool.x.shape[1:] == train.x.shape[1:]
+    assert torch.equal(pool.x[:64], train.x) and torch.equal(pool.y[:64], train.y)
+    extra_x, extra_y = generated_tensors(96, GENERATED_SEED + 3)
+    assert torch.equal(pool.x[64:], extra_x) and torch.equal(pool.y[64:], extra_y)
+    assert torch.equal(decode(encode(pool.y[64:])), pool.y[64:])  # labels of valid classes
+    other = TASK.training_pool(train, {**BASE, "generated": 1.5, "seed": 4})
+    assert not torch.equal(other.x[64:], pool.x[64:])  # each seed its own images
+    # never the offline default data set's images (generator seed 0), whose held-out part is scored on
+    assert not torch.equal(pool.x[64:], generate(96, seed=0)[0][:, None])
+
+
+class RecordingShapesTask(ShapesTask):
+    """The shapes task, recording every training batch it prepares."""
+
+    def __init__(self):
+        self.batches: list[torch.Tensor] = []
+
+    def prepare(self, x, y, config, generator):
+        if generator is not None:
+            self.batches.append(x.clone())
+        return super().prepare(x, y, config, generator)
+
+
+def test_an_epoch_draws_as_many_images_as_the_real_split_has_from_the_whole_pool(data):
+    """A config with generated images costs what one without does: each epoch draws len(train) images of
+    the pool, none twice, and generated ones among them; the pool is fixed by the seed, so runs repeat."""
+    train, val = small(data, 64)
+    config = {**BASE, "generated": 1.0, "batch_size": 16, "epochs": 2, "tta": 0}
+    task = RecordingShapesTask()
+    first = fit(task, config, train, val, device=CPU)
+    assert [len(b) for b in task.batches] == [16] * 8  # 2 epochs x 64 images, not 2 x 128
+    real = {bytes(img.numpy()) for img in train.x}
+    pool = {bytes(img.numpy()) for img in TASK.training_pool(train, config).x}
+    for epoch in (task.batches[:4], task.batches[4:]):
+        seen = [bytes(img.numpy()) for batch in epoch for img in batch]
+        assert set(seen) <= pool and len(set(seen)) == 64  # drawn from the pool, without repeats
+        assert 0 < sum(s not in real for s in seen) < 64  # real and generated images alike
+    again = fit(RecordingShapesTask(), config, train, val, device=CPU)
+    assert rows_without_time(again.history) == rows_without_time(first.history)
