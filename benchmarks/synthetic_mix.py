@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)  # one CPU per run, as a retraining job has
     exp = experiments.get("shapes")
     data = exp.load(DataOptions(args.data_dir, False, split_seed=0))  # the splits retraining scores on
-    config = {**json.loads(best.read_text())["config"], "seed": args.seed, "patience": 0}
+    # generated 0: this probe adds its own generated images (as 20 whole passes over 18,000, generator seed 1)
+    config = {**json.loads(best.read_text())["config"], "seed": args.seed, "patience": 0, "generated": 0.0}
     x, y = data.full_train.x, data.full_train.y
     epochs = args.epochs
     if args.mode == "mix":

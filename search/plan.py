@@ -163,7 +163,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
     plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
-    plan.tuned_with = {} if smoke else dict(budget.tuned_with)
+    searched = plan.searched if plan.searched is not None else list(exp.space)
+    plan.tuned_with = {} if smoke else {k: v for k, v in budget.tuned_with.items() if k not in searched}
     smooth = exp.rank_metric if (rank_on or budget.rank_on) == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan

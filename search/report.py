@@ -45,13 +45,17 @@ def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
 
 
 def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:
-    """The warm-start trial: the search's first, whose values are the baseline (moved into range); None
-    where every trial trained with a budget's values the baseline does not have."""
-    if not run.record.warm_start_is_baseline:
-        return None
+    """The warm-start trial: the search's first, whose values are the baseline (moved into range)."""
     point = warm_start(dict(run.record.base_config), space)
     hits = [row["trial_id"] for _, row in run.trials.iterrows() if matches(row, point)]
     return str(hits[0]) if hits else None
+
+
+def _warm_name(run: Run) -> str:
+    """What the warm-start trial is: the baseline, or its values trained with a budget's own (which the
+    retrained baseline is not)."""
+    tuned_with = run.record.tuned_with
+    return "baseline" if not tuned_with else f"baseline's values + {format_config(tuned_with)}"
 
 
 def _link(path: Path | None, alt: str) -> str:
@@ -150,23 +154,25 @@ def best_configs_section(run: Run, exp: Experiment, space: dict[str, Dim], basel
     frame = pd.DataFrame({"": ["status", "epochs run", "best epoch", f"best {run.objective}",
                                *[c.replace("best_", "best ") for c in extra], *space]})
     for _, r in top.iterrows():
-        tag = r["trial_id"] + (" (baseline)" if r["trial_id"] == baseline_id else "")
+        tag = r["trial_id"] + (f" ({_warm_name(run)})" if r["trial_id"] == baseline_id else "")
         frame[tag] = [r["status"], int(r["epochs_run"]), int(r["best_epoch"]), _fmt(r[f"best_{run.objective}"]),
                       *[_fmt(r[c]) for c in extra], *[_fmt(r[k]) for k in space]]
     note = "" if baseline_id is None or baseline_id in set(top["trial_id"]) else (
-        f"The baseline (warm-start trial {baseline_id}) is not among them.\n")
+        f"The {_warm_name(run)} (warm-start trial {baseline_id}) is not among them.\n")
     return ("## Best configurations\n\nThe five best trials by their best epoch on the validation split, "
             "best first. Validation scores at the search's budget; the verdict above is what counts.\n\n"
             + md_table(frame) + "\n\n" + note)
 
 
 def objective_section(run: Run, space: dict[str, Dim], limits: dict, baseline_id: str | None, fig_dir: Path) -> str:
-    path = report_plots.objective_vs_params(run, space, baseline_id, fig_dir / "objective_vs_params.png")
+    path = report_plots.objective_vs_params(run, space, baseline_id, fig_dir / "objective_vs_params.png",
+                                            _warm_name(run))
     flags = study_stats.bound_flags(run, space, limits)
     out = ["## Objective against each hyperparameter\n",
            "One point per trial at its best epoch, larger for more epochs run (a trial stopped early scored "
            "after fewer epochs, which says as much about its training length as its configuration); "
-           "failed trials without a value sit on the bottom edge. Ringed: the baseline and the best trial.\n",
+           f"failed trials without a value sit on the bottom edge. Ringed: the {_warm_name(run)} and the best "
+           "trial.\n",
            _link(path, "objective against each hyperparameter")]
     out.append("Search-space bounds: " + ("no best value lies near a bound of its range.\n" if not flags else
                                           "\n\n" + "\n".join(f"- {f}" for f in flags) + "\n"))

@@ -27,7 +27,8 @@ def _grid(n: int, ncols: int = 4, cell: tuple[float, float] = (3.2, 2.6)):
     return fig, axes[:n]
 
 
-def objective_vs_params(run: Run, space: dict[str, Dim], baseline_id: str | None, path: Path) -> Path | None:
+def objective_vs_params(run: Run, space: dict[str, Dim], baseline_id: str | None, path: Path,
+                        baseline_label: str = "baseline") -> Path | None:
     """One panel per searched hyperparameter, one point per trial at its best epoch. Failed trials
     without a value sit on the bottom edge; the baseline (warm start) and the best trial are ringed."""
     trials, column = run.trials, f"best_{run.objective}"
@@ -59,7 +60,7 @@ def objective_vs_params(run: Run, space: dict[str, Dim], baseline_id: str | None
             if sel.any():
                 ax.scatter(x[sel], y[sel], s=size[sel], marker=style["marker"], color=style["color"],
                            label=style["label"], linewidths=1)
-        rings = ((baseline_id, "black", "baseline", 190), (None if best is None else best["trial_id"], "tab:green",
+        rings = ((baseline_id, "black", baseline_label, 190), (None if best is None else best["trial_id"], "tab:green",
                                                                 "best", 90))  # nested rings when they coincide
         for tid, colour, label, size in rings:
             sel = (trials["trial_id"] == tid).to_numpy()

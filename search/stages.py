@@ -114,6 +114,12 @@ def search_base(base: dict[str, Any], pinned: dict[str, Any], plan: Plan, seed: 
     return {**base, **tuned_with, "epochs": plan.max_epochs, "seed": seed}
 
 
+def same_base(exp: Experiment, recorded: dict[str, Any], base: dict[str, Any]) -> bool:
+    """Whether a resumed run's recorded base is this code's: a key the experiment gained since the run
+    started counts at its default, as the run's trials trained (a changed default does not match)."""
+    return {**exp.defaults, **recorded} == base
+
+
 def prepare(request: Request, hw: Hardware) -> RunContext:
     """The plan (the interrupted run's own on --resume), the data cut to it, run.json, the plan printed."""
     exp, run_dir = request.exp, request.run_dir
@@ -124,7 +130,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
                         "resume it where the cluster has them")
     data = cut_to_plan(request.data, plan)
     base = search_base(request.base, request.pinned, plan, request.options["seed"])
-    if previous is not None and previous.base_config != base:
+    if previous is not None and not same_base(exp, previous.base_config, base):
         raise UserError(f"{run_dir}: its run.json does not match this code's defaults any more; "
                         "resume it with the version that started it")
     space = budget_space(request.space, plan)
@@ -139,7 +145,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
             raise UserError(f"--warm-start-from tells Optuna's TPE earlier trials; --scheduler {scheduler.name} "
                             "proposes configs without it: leave one out")
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
-                                                plan.rank_metric or exp.objective)
+                                                plan.rank_metric or exp.objective, base)
     batch = base["batch_size"]
     ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan)
     left = plan if growth is None else dataclasses.replace(plan, trials=growth["trials"] - growth["trials_before"])

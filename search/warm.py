@@ -51,18 +51,23 @@ def check_runs(run_dirs: list[Path], exp: Experiment) -> None:
 
 
 def earlier_trials(run_dirs: list[Path], exp: Experiment, space: dict[str, Dim], pinned: dict[str, Any],
-                   metric: str) -> tuple[list[optuna.trial.FrozenTrial], list[str]]:
+                   metric: str, base: dict[str, Any] | None = None) -> tuple[list[optuna.trial.FrozenTrial], list[str]]:
     """(the trials to tell Optuna, one line per earlier run saying what was taken and what left out);
-    the runs passed `check_runs`."""
+    the runs passed `check_runs`. Only trials that trained with this search's pins are taken, and, where
+    this search or the earlier one trained with a budget's own values (e.g. generated images), with this
+    search's values of those keys (`base`; a trial from before the key existed had its default)."""
     told, lines = [], []
     dists = {k: distribution(d) for k, d in space.items()}
+    budget_keys = {k for b in (exp.budget_cpu, exp.budget_gpu, *exp.budgets.values()) for k in b.tuned_with}
+    held = {k: base[k] for k in budget_keys if base is not None and k in base and k not in pinned}
     for run_dir in run_dirs:
         trials = read_csv(run_dir / "trials.csv")
         history = read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else pd.DataFrame()
         taken, outside, no_value = 0, 0, 0
         for _, row in trials.iterrows():
             params = {k: _param(row[k], d) if k in row else None for k, d in space.items()}
-            pins_hold = all(k not in row or str(row[k]) == str(v) for k, v in pinned.items())
+            pins_hold = (all(k not in row or str(row[k]) == str(v) for k, v in pinned.items())
+                         and all(str(row.get(k, exp.defaults[k])) == str(v) for k, v in held.items()))
             if any(v is None for v in params.values()) or not pins_hold:
                 outside += 1
                 continue

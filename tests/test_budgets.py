@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from search import experiments
 from search.config import UserError
 from search.experiments import digit_pairs, shapes
 from search.plan import CPU_SEARCH_SUBSET, Hardware, make_plan
@@ -119,3 +120,43 @@ def test_pinning_a_budget_value_applies_it_to_the_baseline_too(tmp_path):
     assert by_label["baseline"].config["generated"] == 0.5
     assert by_label["top1"].trial_id == "o"
     assert analyse.kept_baseline(read_csv(tmp_path / "trials.csv"), record)
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_budget_s_own_values_are_valid_config_values_outside_its_search(name):
+    exp = experiments.get(name)
+    for budget in (exp.budget_cpu, exp.budget_gpu, *exp.budgets.values()):
+        assert set(budget.tuned_with) <= set(exp.defaults)  # a typo would add an unknown key
+        exp.check({**exp.defaults, **budget.tuned_with})
+        assert not set(budget.tuned_with) & set(budget.searched or exp.space)
+
+
+def test_a_run_started_before_a_key_existed_resumes_with_its_default():
+    from search.stages import same_base
+
+    exp = shapes.EXPERIMENT
+    base = {**exp.defaults, "epochs": 40, "seed": 0}
+    old = {k: v for k, v in base.items() if k != "generated"}  # run.json written before `generated` existed
+    assert same_base(exp, old, base)
+    assert not same_base(exp, old, {**base, "generated": 1.0})  # it trained without generated images
+    assert not same_base(exp, {**old, "lr": 3e-3}, base)  # a changed default is refused
+
+
+def test_warm_start_takes_only_earlier_trials_trained_with_this_search_s_budget_values(tmp_path):
+    """TPE must not learn from trials whose data differed: a 90min search (generated 1) takes a 90min
+    run's trials, not those of a default run (generated 0, or no column: from before the key existed)."""
+    import pandas as pd
+
+    from search import warm
+
+    exp = shapes.EXPERIMENT
+    space = {k: exp.space[k] for k in ("lr", "dropout")}
+    rows = [{**exp.defaults, "trial_id": f"t{g}", "status": "completed", "last_val_acc": 0.3, "generated": g}
+            for g in (0.0, 1.0)]
+    pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
+    told = lambda base: [t.user_attrs[warm.FROM_TRIAL] for t in
+                         warm.earlier_trials([tmp_path], exp, space, {}, "val_acc", base)[0]]
+    assert told({**exp.defaults, "generated": 1.0}) == ["t1.0"]
+    assert told(dict(exp.defaults)) == ["t0.0"]
+    pd.DataFrame(rows[:1]).drop(columns="generated").to_csv(tmp_path / "trials.csv", index=False)
+    assert told({**exp.defaults, "generated": 1.0}) == [] and told(dict(exp.defaults)) == ["t0.0"]
