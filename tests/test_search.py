@@ -340,7 +340,7 @@ def test_a_search_ended_by_its_time_budget_is_done_with_its_cut_trials_stopped(t
     """Tune's time budget ends the trials still running without a completion callback for each: they must
     not stay "running" in trials.csv (a run that looks interrupted), and the search counts as done."""
     assert cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "4", "--max-epochs", "5000",
-                              "--scheduler", "fifo", "--set", "patience=0", "--time-budget", "1",
+                              "--scheduler", "fifo", "--set", "patience=0", "--time-budget", "0.5",
                               "--results", str(tmp_path),
                               "--name", "t"]) == 0
     trials = pd.read_csv(tmp_path / "shapes" / "t" / "trials.csv")
