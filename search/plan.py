@@ -70,6 +70,10 @@ class Plan:
         """The search's time budget in seconds, as Tune takes it (None: no budget)."""
         return self.time_budget_min * 60 if self.time_budget_min else None
 
+    def tuned_with_unpinned(self, pinned: dict) -> dict:
+        """The budget's values for the tuned configs that --set did not pin (a pin holds for the baseline too)."""
+        return {k: v for k, v in self.tuned_with.items() if k not in pinned}
+
     def as_dict(self) -> dict:
         return asdict(self)
 

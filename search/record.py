@@ -58,7 +58,7 @@ class RunRecord:
     @property
     def tuned_with(self) -> dict[str, Any]:
         """The budget's values every trial trained with and the retrained baseline did not (--set pins excepted)."""
-        return {k: v for k, v in self.plan.tuned_with.items() if k not in self.pinned}
+        return self.plan.tuned_with_unpinned(self.pinned)
 
     @property
     def warm_start_is_baseline(self) -> bool:

@@ -110,8 +110,7 @@ def search_base(base: dict[str, Any], pinned: dict[str, Any], plan: Plan, seed: 
     """The config every trial starts from: the baseline (pins applied) with the budget's own values for the
     tuned configs (e.g. generated training images) where --set did not pin the key, the search's epochs
     and seed."""
-    tuned_with = {k: v for k, v in plan.tuned_with.items() if k not in pinned}
-    return {**base, **tuned_with, "epochs": plan.max_epochs, "seed": seed}
+    return {**base, **plan.tuned_with_unpinned(pinned), "epochs": plan.max_epochs, "seed": seed}
 
 
 def same_base(exp: Experiment, recorded: dict[str, Any], base: dict[str, Any]) -> bool:
