@@ -1,13 +1,15 @@
 """Generated images in the training set: does mixing them into the real shapes data lift held-out top-1?
 
-    python benchmarks/synthetic_mix.py RUN_DIR --data-dir ../shared/data/gsn/data_gsn.zip --mode real|mix
-        [--seed 1000] [--epochs 40] [--generated 9000]
+    python benchmarks/synthetic_mix.py RUN_DIR --data-dir ../shared/data/gsn/data_gsn.zip --mode real|mix|pool
+        [--seed 1000] [--epochs 40] [--generated 9000] [--per-real 8]
 
 Trains RUN_DIR's best config (best_config.json) as retraining does: the 9,000 real training images,
 a fixed number of epochs, final weights scored once on the held-out 1,000. `real` trains --epochs
 epochs on the real images; `mix` adds --generated images from datasets/shapes_generator.py (seed 1,
 not the offline default's 0) and trains fewer epochs so that both see as many images:
---epochs x 9,000 / (9,000 + --generated). One run per call: run the modes and seeds side by side.
+--epochs x 9,000 / (9,000 + --generated). `pool` is what the product does with the config key
+`generated` = --per-real: --per-real generated images per real one join the pool, and each of the
+--epochs epochs draws 9,000 images from it. One run per call: run the modes and seeds side by side.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ def parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="python benchmarks/synthetic_mix.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a shapes run folder with best_config.json")
     p.add_argument("--data-dir", type=Path, required=True, help="the real shapes data (folder or zip)")
-    p.add_argument("--mode", choices=("real", "mix"), required=True)
+    p.add_argument("--mode", choices=("real", "mix", "pool"), required=True)
     p.add_argument("--seed", type=int, default=1000, help="training seed (retraining uses 1000, 1001, ...)")
     p.add_argument("--epochs", type=int, default=40, help="epochs on the real images alone")
     p.add_argument("--generated", type=int, default=9000, help="generated images added in mode mix")
+    p.add_argument("--per-real", type=float, default=1.0, help="mode pool: the config's `generated` (0 to 10)")
     return p
 
 
@@ -50,8 +53,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)  # one CPU per run, as a retraining job has
     exp = experiments.get("shapes")
     data = exp.load(DataOptions(args.data_dir, False, split_seed=0))  # the splits retraining scores on
-    # generated 0: this probe adds its own generated images (as 20 whole passes over 18,000, generator seed 1)
-    config = {**json.loads(best.read_text())["config"], "seed": args.seed, "patience": 0, "generated": 0.0}
+    # real and mix: generated 0, mix adds its own images (as 20 whole passes over 18,000, generator seed 1);
+    # pool: the product's own pool (ShapesTask.training_pool), as retraining builds it
+    config = {**json.loads(best.read_text())["config"], "seed": args.seed, "patience": 0,
+              "generated": args.per_real if args.mode == "pool" else 0.0}
     x, y = data.full_train.x, data.full_train.y
     epochs = args.epochs
     if args.mode == "mix":
