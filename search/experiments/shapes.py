@@ -123,11 +123,9 @@ EXPERIMENT = Experiment(
         # at epochs 10 and 20); retraining (2 configs x 3 seeds x 40 epochs on 9,000 images) ~31 minutes.
         # Ranked on the objective: the class NLL cannot see joint_decode. Every trial and tuned config
         # trains with 8 generated images per real one (the baseline without, as the seeds did), at the same
-        # compute: an epoch still draws 9,000 images from the pool. Held-out 1,000, 3 seeds (1000-1002), the
-        # winner of this budget's search with 1 generated per real image retrained 40 epochs on 9,000 real
-        # images + 9,000 x `generated`: 0.573 +- 0.017 with 1, 0.594 +- 0.012 with 3, 0.607 +- 0.017 with 8
-        # (RMSE 0.670 / 0.633 / 0.637). 9,000 real images for 135 classes is ~67 per class: the net is
-        # data-starved, and the generator is faithful (README, "Fidelity of the generated data").
+        # compute: an epoch still draws 9,000 images from the pool. The figures behind 8 are in `why` and
+        # the README (benchmarks/synthetic_mix.py --mode pool): 9,000 real images for 135 classes is ~67 per
+        # class, the net is short of data, and the generator is faithful ("Fidelity of the generated data").
         "90min": Budget(trials=20, max_epochs=40, grace_epochs=10, retrain_seeds=3, retrain_epochs=40,
                         full_split=True, time_budget_min=50, rank_on="objective",
                         searched=("lr", "schedule", "dropout", "weight_decay", "lambda_cnt", "tta", "joint_decode"),
