@@ -259,8 +259,8 @@ def load(path: str | os.PathLike, cache_dir: Path | None = None) -> ShapesData:
     try:
         blob = {"images": data.images, "counts": data.counts, "names": data.names}
         files.atomic_write(cache, lambda f: torch.save(blob, f))
-    except OSError:  # read-only home: the cache is an optimisation, not a requirement
-        pass
+    except (OSError, RuntimeError):  # read-only home or a full disk (torch.save raises RuntimeError
+        pass  # when a write fails): the cache is an optimisation, not a requirement
     return data
 
 

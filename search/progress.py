@@ -89,7 +89,10 @@ class Progress(Callback):
     def on_experiment_end(self, trials, **info):
         # Tune's time budget ends the trials still running without a completion callback for each, but
         # marks them TERMINATED: they have ended (an interrupted search leaves them RUNNING, to resume).
-        self.running -= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        self.running -= {t.trial_id for t in ended}
+        for trial in ended:  # the cut ones still hold their weights (155 MB or more each for shapes)
+            drop_weights(trial)
         self.write_tables()
 
     # ---------------------------------------------------------------- ours

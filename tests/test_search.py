@@ -347,6 +347,9 @@ def test_a_search_ended_by_its_time_budget_is_done_with_its_cut_trials_stopped(t
     cut = trials[trials["epochs_run"] < 5000]
     assert len(cut) >= 1 and set(trials["status"]) <= {"completed", "stopped"}
     assert set(cut["status"]) == {"stopped"} and cut["reason"].str.contains("time budget").all()
+    # ended, so never resumed: their weights go too (their histories stay, for the tables)
+    tune_dir = tmp_path / "shapes" / "t" / "tune"
+    assert not list(tune_dir.rglob("state.pt")) and list(tune_dir.rglob("history.json"))
     assert json.loads((tmp_path / "shapes" / "t" / "run.json").read_text())["search_done"] is True
     assert "search done:" in capsys.readouterr().out
 

@@ -218,6 +218,19 @@ def test_corrupted_cache_falls_back_to_decoding(small_folder, tmp_path):
     assert torch.equal(blob["images"], first.images)
 
 
+def test_full_disk_skips_the_cache_and_leaves_no_temp_file(small_folder, tmp_path, monkeypatch):
+    # A full disk makes torch.save raise RuntimeError ("file write failed"), not OSError: seen in CI.
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"half a cache")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file")
+
+    expected = load(small_folder, cache_dir=tmp_path / "ok")
+    monkeypatch.setattr(torch, "save", full_disk)
+    got = load(small_folder, cache_dir=tmp_path / "full")
+    assert torch.equal(got.images, expected.images) and got.names == expected.names
+    assert os.listdir(tmp_path / "full") == []  # neither a cache nor its temp file
+
+
 def test_cache_dir_from_environment(small_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(tmp_path / "env-cache"))
     load(small_folder)
