@@ -168,6 +168,9 @@ class Budget:
     retrain_top_k: int | None = None  # None: the hardware's default (1 on CPU, 3 on GPU)
     retrain_seeds: int | None = None  # None: the hardware's default (2 on CPU, 3 on GPU)
     retrain_epochs: int | None = None  # None: the search's max_epochs
+    # Minutes the retraining may take: its epochs are cut to fit them at the speed the search measured, so
+    # a named budget holds its time on a slower machine (None: retrain_epochs, however long they take).
+    retrain_minutes: float | None = None
     # The keys searched at this budget (None: the whole space); the others stay at the baseline. A
     # small budget cannot fit a wide space: 16 trials over 15 dimensions are mostly random draws.
     searched: tuple[str, ...] | None = None

@@ -372,6 +372,8 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         row: dict[str, float] = {"epoch": epoch, **{k: config[k] for k in tracked}}
         row["train_loss"] = train_epoch(task, model, optimizer, train, config, generator, precision, epoch,
                                         epoch_size)
+        # seconds of this epoch's training alone (time_s adds the evaluations): a retraining's speed
+        row["train_s"] = time.perf_counter() - t0
         if val is not None:
             row.update(evaluate(task, model, val, config, precision))
         elapsed += time.perf_counter() - t0

@@ -58,6 +58,10 @@ class Plan:
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
+    # Retraining fits in this many minutes: its epochs are cut, once, at the speed the search's epochs
+    # ran (search/stages.py fit_retraining); retrain_fitted records that the cut was made (resume keeps it).
+    retrain_minutes: float | None = None
+    retrain_fitted: bool = False
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
     budget: str | None = None  # the named budget the plan was sized from (None: the hardware's)
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
@@ -111,13 +115,15 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
               gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
               seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
               retrain_epochs: int | None = None, rank_on: str | None = None, full_space: bool = False,
-              grace_epochs: int | None = None, budget_name: str | None = None) -> Plan:
+              grace_epochs: int | None = None, budget_name: str | None = None,
+              retrain_minutes: float | None = None) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs),
                         ("--grace-epochs", grace_epochs)):
         if value is not None and value < 1:
             raise UserError(f"{name} {value}: give a whole number of at least 1")
-    for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial)):
+    for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial),
+                        ("--retrain-minutes", retrain_minutes)):
         if value is not None and value <= 0:
             raise UserError(f"{name} {value}: give a positive number")
     if max_failures < 0:
@@ -165,6 +171,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     # Retraining trains longer than a trial where the budget says so: the verdict needs trained models,
     # and each schedule stretches to the retrain horizon (it is keyed to config["epochs"]).
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
+    # Epochs given on the command line are trained as given, unless minutes are given too.
+    plan.retrain_minutes = retrain_minutes or (None if smoke or retrain_epochs else budget.retrain_minutes)
     plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     searched = plan.searched if plan.searched is not None else list(exp.space)
@@ -185,4 +193,23 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
     search = epochs * seconds_per_epoch / plan.concurrency * 1.1  # +10% for Tune's own overhead
     retrain_images = (plan.retrain_top_k + 1) * plan.retrain_seeds * plan.retrain_epochs * (
         plan.retrain_subset or full_train_size)
-    return (search + retrain_images / images_per_second / plan.concurrency) / 60
+    retrain = retrain_images / images_per_second / plan.concurrency
+    # the time budget ends the search, and the retraining's epochs are cut to its minutes
+    search = min(search, plan.time_budget_s or math.inf)
+    retrain = min(retrain, plan.retrain_minutes * 60 if plan.retrain_minutes and retrain_images else math.inf)
+    return (search + retrain) / 60
+
+
+# A retrain run's seconds besides its epochs: starting its worker, building its training pool, scoring
+# the held-out split (shapes on a CPU: 10-20 s; counted high, so that a fitted retraining ends in time).
+RUN_OVERHEAD_S = 30.0
+
+
+def fitted_retrain_epochs(planned: int, minutes: float, seconds_per_image: float, images: int, runs: int,
+                          concurrency: int) -> int:
+    """The most epochs, at most `planned` and at least 1, in which `runs` retrain runs of `images` images
+    an epoch, `concurrency` at once, end within `minutes`, each image taking `seconds_per_image` (as the
+    search's trials trained, as many at once)."""
+    waves = math.ceil(runs / max(1, concurrency))
+    epochs = math.floor((minutes * 60 - waves * RUN_OVERHEAD_S) / (waves * images * seconds_per_image))
+    return max(1, min(planned, epochs))

@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
     p.add_argument("--retrain-epochs", type=int, help="epochs of each retrain run (default: the experiment's "
                    "budget, else --max-epochs); schedules stretch to it")
+    p.add_argument("--retrain-minutes", type=float, metavar="MINUTES",
+                   help="cut the retrain epochs so that retraining ends within this many minutes, at the speed "
+                   "the search's epochs ran (default: the budget's, e.g. shapes --budget 90min)")
     p.add_argument("--rank-on", choices=("smooth", "objective"),
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
                    "declares one, or the objective (default: the budget's, smooth unless the budget says)")
@@ -297,7 +300,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
                          gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
                          max_failures=args.max_failures, scheduler=args.scheduler,
                          retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space,
-                         grace_epochs=args.grace_epochs, budget_name=args.budget)
+                         grace_epochs=args.grace_epochs, budget_name=args.budget,
+                         retrain_minutes=args.retrain_minutes)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

@@ -37,7 +37,7 @@ from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
 from search.io import read_csv
 from search.loop import images_per_second
-from search.plan import Hardware, Plan, estimate_minutes
+from search.plan import Hardware, Plan, estimate_minutes, fitted_retrain_epochs
 from search.protocol import STATUSES
 from search.record import RunRecord
 from search.tables import best_trial
@@ -231,7 +231,9 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
             f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "
             f"{len(data.full_train)} training images; score them once on the {len(data.test)} held-out images"
-            + ("" if hw.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)"))
+            + ("" if hw.gpus else " (fewer configs and seeds than on a GPU, to fit a CPU's time)")
+            + (f"; fewer epochs if they would take more than {plan.retrain_minutes:g} min at the speed the "
+               "search's epochs ran" if plan.retrain_minutes and not plan.retrain_fitted else ""))
     if plan.estimate_min:
         say("estimate: " + ("under a minute" if plan.estimate_min < 1 else f"about {round(plan.estimate_min)} "
             "minutes") + f" in all, at {ips:.0f} images/s per trial (measured just now)")
@@ -295,12 +297,40 @@ def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = No
     check_resources(cpus, gpus, Hardware(res.get("CPU", 0), res.get("GPU", 0)), "the retrain runs",
                     "pass --gpus-per-run 0 to retrain on CPUs (python -m search.retrain), or run where they are"
                     if gpus else "pass a smaller --cpus-per-run (python -m search.retrain)")
+    if epochs is None:
+        fit_retraining(ctx)
     try:
         return retraining.retrain(
             ctx.run_dir, ctx.record, ctx.data, top_k=top_k or plan.retrain_top_k, seeds=seeds or plan.retrain_seeds,
             epochs=epochs or plan.retrain_epochs, cpus=cpus, gpus=gpus, print_fn=ctx.print)
     finally:
         ctx.record.update(ctx.run_dir, retrain_wall_s=ctx.record.retrain_wall_s + time.monotonic() - t0)
+
+
+def fit_retraining(ctx: RunContext) -> None:
+    """Cut the plan's retrain epochs, once, so that its runs end within plan.retrain_minutes at the speed
+    the search's epochs trained here (a named budget then holds its time on a slower machine). The cut
+    is written to run.json before any run starts: a resumed retraining trains the same epochs."""
+    plan = ctx.plan
+    if not plan.retrain_minutes or plan.retrain_fitted:
+        return
+    path = ctx.run_dir / "history.csv"
+    history = read_csv(path) if path.exists() else pd.DataFrame()
+    # seconds per training image of a trial, as many trials at once as retrain runs will be
+    per_image = (history["train_s"] / len(ctx.data.train)).median() if "train_s" in history else float("nan")
+    if pd.isna(per_image) or per_image <= 0:
+        ctx.print(f"retrain: the search measured no epoch times; {plan.retrain_epochs} epochs as planned")
+    else:
+        runs, images = (plan.retrain_top_k + 1) * plan.retrain_seeds, plan.retrain_subset or len(ctx.data.full_train)
+        epochs = fitted_retrain_epochs(plan.retrain_epochs, plan.retrain_minutes, per_image, images, runs,
+                                       plan.concurrency)
+        if epochs < plan.retrain_epochs:
+            ctx.print(f"retrain: {epochs} epoch{'s' if epochs > 1 else ''}, not {plan.retrain_epochs}, to end within "
+                      f"{plan.retrain_minutes:g} min: the search trained {1 / per_image:.0f} images/s per trial "
+                      f"here, {plan.concurrency} at once")
+        plan.retrain_epochs = epochs
+    plan.retrain_fitted = True
+    ctx.record.update(ctx.run_dir, plan=plan)
 
 
 def report(ctx: RunContext) -> Path:

@@ -104,7 +104,8 @@ def smoke_run(tmp_path_factory, generated_cache):
 
 @pytest.fixture(scope="session")
 def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
-    """Its own smoke run, killed with SIGTERM right after its second retrain run is saved; resumed onto
+    """Its own smoke run, its 3 retrain epochs cut to fit --retrain-minutes 0.01 (0.6 s: 1 epoch), killed
+    with SIGTERM right after its second retrain run is saved; resumed onto
     a full disk (the first retrain file written fails with ENOSPC); then resumed again to the end. What
     was seen at each step is kept for the two tests of tests/test_retrain.py that read it (the other
     tests share the uninterrupted `smoke_run`, so a failure here stays here)."""
@@ -127,9 +128,10 @@ def smoke_run_story(tmp_path_factory, generated_cache) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
         mp.setattr(retraining, "save_job", save_then_kill)
-        with contextlib.redirect_stderr(io.StringIO()) as err:
-            story["killed_code"] = cli.run(run.main, [*SMOKE_ARGS, "--results", str(results), "--name", "r"])
-        story["killed_err"] = err.getvalue()
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
+            story["killed_code"] = cli.run(run.main, [*SMOKE_ARGS, "--retrain-epochs", "3", "--retrain-minutes",
+                                                      "0.01", "--results", str(results), "--name", "r"])
+        story["killed_err"], story["killed_out"] = err.getvalue(), out.getvalue()
         story["files_at_kill"] = sorted(p.name for p in run_dir.iterdir())
         story["trials_at_kill"] = (run_dir / "trials.csv").read_bytes()
         story["mtimes_at_kill"] = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns

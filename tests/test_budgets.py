@@ -8,7 +8,7 @@ import pytest
 from search import experiments
 from search.config import UserError
 from search.experiments import digit_pairs, shapes
-from search.plan import CPU_SEARCH_SUBSET, Hardware, make_plan
+from search.plan import CPU_SEARCH_SUBSET, RUN_OVERHEAD_S, Hardware, estimate_minutes, fitted_retrain_epochs, make_plan
 
 LAPTOP = Hardware(cpus=2, gpus=0)
 
@@ -31,6 +31,36 @@ def test_the_90_minute_budget_sizes_the_whole_run():
     assert (default.rank_metric, default.rank_mode) == ("val_rank_loss", "min")
     assert {"tta", "joint_decode"} <= set(named.searched) and "tta" not in default.searched
     assert named.budget == "90min" and default.budget is None and named.why == budget.why
+
+
+def test_retrain_epochs_fitted_to_minutes():
+    # 6 runs, 2 at once: 3 waves; an epoch of 9,000 images at 2 ms each is 18 s, 54 s a wave
+    fit = dict(planned=40, seconds_per_image=0.002, images=9000, runs=6, concurrency=2)
+    assert fitted_retrain_epochs(minutes=60, **fit) == 40  # 40 x 54 s + overhead fits: never more than asked
+    assert fitted_retrain_epochs(minutes=20, **fit) == (20 * 60 - 3 * RUN_OVERHEAD_S) // 54 == 20
+    assert fitted_retrain_epochs(minutes=20, **{**fit, "concurrency": 3}) == (1200 - 2 * RUN_OVERHEAD_S) // 36
+    assert fitted_retrain_epochs(minutes=20, **{**fit, "runs": 5}) == 20  # 5 runs, 2 at once: 3 waves too
+    assert fitted_retrain_epochs(minutes=0.01, **fit) == 1  # at least one epoch, however short the time
+
+
+def test_the_90_minute_budget_holds_its_time_on_a_slower_machine():
+    p = plan("90min")
+    assert p.retrain_minutes == shapes.EXPERIMENT.budgets["90min"].retrain_minutes and not p.retrain_fitted
+    runs = (p.retrain_top_k + 1) * p.retrain_seeds
+    # Measured: the AMD EPYC (bf16) trained ~1.75 ms per image with two trials at once, an Intel Xeon
+    # without bf16 (fp32) ~4.1 ms. The first keeps the budget's 40 epochs, the second is cut to fit.
+    fast = fitted_retrain_epochs(p.retrain_epochs, p.retrain_minutes, 0.00175, 9000, runs, p.concurrency)
+    slow = fitted_retrain_epochs(p.retrain_epochs, p.retrain_minutes, 0.0041, 9000, runs, p.concurrency)
+    assert fast == p.retrain_epochs and 10 <= slow < p.retrain_epochs
+    # the estimate counts the search's time budget and the retraining's minutes, not what they would take
+    slow_ips = 0.6 / 0.0041  # a single-trial throughput that slow (images/s), 60% of it per trial when two run
+    minutes = estimate_minutes(p, 8000, 1000, 9000, slow_ips, search_epochs=350)
+    assert minutes == pytest.approx(p.time_budget_min + p.retrain_minutes)
+    assert plan("90min", retrain_epochs=30).retrain_minutes is None  # typed epochs are trained as typed
+    assert plan("90min", retrain_epochs=30, retrain_minutes=20).retrain_minutes == 20
+    assert plan().retrain_minutes is None  # the hardware's default budget trains what it plans
+    with pytest.raises(UserError, match="--retrain-minutes"):
+        plan("90min", retrain_minutes=0)
 
 
 def test_options_typed_beside_a_budget_win():

@@ -21,8 +21,8 @@ CPU = torch.device("cpu")
 TASK = ShapesTask()
 # fp32: the strictest setting for the equality checks below ("auto" would pick bf16 on some CPUs).
 BASE = {**DEFAULTS, "precision": "fp32", "batch_size": 64, "patience": 0}
-METRICS = ({"epoch", "time_s", "train_loss", "val_loss", "val_rank_loss", "val_acc", "val_f1", "val_pair_acc",
-            "val_rmse", "val_mae"}
+METRICS = ({"epoch", "time_s", "train_s", "train_loss", "val_loss", "val_rank_loss", "val_acc", "val_f1",
+            "val_pair_acc", "val_rmse", "val_mae"}
            | {f"val_{m}_{k}" for m in ("rmse", "mae") for k in ("squares", "circles", "up", "right", "down", "left")})
 
 
@@ -38,7 +38,7 @@ def small(data, n_train: int, n_val: int = 64) -> tuple[Split, Split]:
 
 
 def rows_without_time(history):
-    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+    return [{k: v for k, v in row.items() if k not in ("time_s", "train_s")} for row in history]
 
 
 # ---------------------------------------------------------------- the shapes task in the loop
@@ -57,6 +57,9 @@ def test_training_loss_decreases_and_row_names(data):
             assert row[f"val_rmse_{k}"] >= row[f"val_mae_{k}"] >= 0
     times = [row["time_s"] for row in result.history]
     assert times == sorted(times)  # cumulative training time
+    # each epoch's training alone: part of its time (time_s adds the validation passes)
+    epoch_s = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    assert all(0 < row["train_s"] < s for row, s in zip(result.history, epoch_s, strict=True))
     assert result.best is not None and result.best["val_acc"] == max(r["val_acc"] for r in result.history)
     assert not result.stopped_early and isinstance(result.model, nn.Module)
 
@@ -230,7 +233,7 @@ def test_non_finite_metric_raises_naming_it(stub_data, bad):
 
 def test_no_validation_split(stub_data):
     result = fit(ScriptedTask([]), {**STUB_CONFIG, "epochs": 2}, stub_data[0], None, device=CPU)
-    assert [set(r) for r in result.history] == [{"epoch", "train_loss", "time_s"}] * 2
+    assert [set(r) for r in result.history] == [{"epoch", "train_loss", "train_s", "time_s"}] * 2
     assert result.best is None and not result.stopped_early
 
 

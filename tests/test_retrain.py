@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -126,6 +127,20 @@ def test_kill_during_retraining_then_resume_retrains_only_the_rest(smoke_run_sto
     kept = {n: (run_dir / "retrain" / n / "model.pt").stat().st_mtime_ns for n in story["saved"]}
     assert kept == story["mtimes_at_kill"]
     assert len(pd.read_csv(run_dir / "retrain.csv")) == 6
+
+
+def test_retraining_cut_to_its_minutes_keeps_the_cut_when_resumed(smoke_run_story):
+    """--retrain-minutes 0.01 leaves time for 1 of the 3 epochs asked; the cut is saved in run.json before
+    the first run, so the resumed retraining trains 1 epoch too, without cutting again."""
+    story, run_dir = smoke_run_story, smoke_run_story["run_dir"]
+    assert "fewer epochs if they would take more than 0.01 min" in story["killed_out"]
+    assert "retrain: 1 epoch, not 3, to end within 0.01 min" in story["killed_out"]
+    plan = json.loads((run_dir / "run.json").read_text())["plan"]
+    assert plan["retrain_epochs"] == 1 and plan["retrain_fitted"] is True
+    assert "not 3" not in story["resumed_out"]
+    for metrics in (run_dir / "retrain").glob("*/metrics.json"):
+        assert json.loads(metrics.read_text())["config"]["epochs"] == 1
+    assert len(list((run_dir / "retrain").glob("*/metrics.json"))) == 6
 
 
 def test_a_full_disk_stops_with_one_line_and_leaves_no_partial_file(smoke_run_story):

@@ -20,9 +20,9 @@ from search.loop import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("squares", "circles", "up", "right", "down", "left")
-METRIC_COLUMNS = ({"epoch", "time_s", "train_loss", "val_loss", "val_rank_loss", "val_acc", "val_f1", "val_pair_acc",
-                   "val_rmse", "val_mae"} | {f"val_{m}_{k}" for m in ("rmse", "mae") for k in KINDS})
-TEST_KEYS = {k.replace("val_", "test_", 1) for k in METRIC_COLUMNS - {"epoch", "time_s", "train_loss"}}
+METRIC_COLUMNS = ({"epoch", "time_s", "train_s", "train_loss", "val_loss", "val_rank_loss", "val_acc", "val_f1",
+                   "val_pair_acc", "val_rmse", "val_mae"} | {f"val_{m}_{k}" for m in ("rmse", "mae") for k in KINDS})
+TEST_KEYS = {k.replace("val_", "test_", 1) for k in METRIC_COLUMNS - {"epoch", "time_s", "train_s", "train_loss"}}
 
 
 @pytest.fixture
