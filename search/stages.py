@@ -146,7 +146,8 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
                                                 plan.rank_metric or exp.objective, base)
     batch = base["batch_size"]
-    ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan)
+    ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan,
+                              local=not request.options.get("address"))
     left = plan if growth is None else dataclasses.replace(plan, trials=growth["trials"] - growth["trials_before"])
     plan.estimate_min = estimate_minutes(left, len(data.train), len(data.val),
                                          len(data.full_train) if request.retrain else 0, ips,
@@ -207,9 +208,14 @@ def _throughput_task(exp_name: str, config: dict, x, y, threads: float) -> float
     return images_per_second(experiments.get(exp_name).task, config, x, y, threads, trial_device())
 
 
-def measured_throughput(exp: Experiment, config: dict, x, y, plan: Plan) -> float:
-    """Images per second of one trial, timed in a Ray task with a trial's resources: on the device a
-    trial gets (a GPU on a worker node when the head has none), and a GPU context Ray counts."""
+def measured_throughput(exp: Experiment, config: dict, x, y, plan: Plan, local: bool) -> float:
+    """Images per second of one trial. On a Ray of our own whose trials get no GPU, timed here, on the
+    CPU threads a trial gets: the same machine and device, without starting a Ray worker for it
+    (about 5 s of a smoke run's 40 on 2 cores). Otherwise in a Ray task with a trial's resources: on
+    the device a trial gets (a GPU on a worker node when the head has none), and a GPU context that
+    Ray counts, not one this process would hold for the whole run."""
+    if local and not plan.gpus_per_trial:
+        return images_per_second(exp.task, config, x, y, plan.cpus_per_trial, torch.device("cpu"))
     task = ray.remote(num_cpus=plan.cpus_per_trial, num_gpus=plan.gpus_per_trial, max_retries=0)(_throughput_task)
     return ray.get(task.remote(exp.name, config, x, y, plan.cpus_per_trial))
 
