@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from datasets.files import atomic_write
@@ -22,6 +23,24 @@ STATUS_STYLE = {  # how each trial status is drawn, the same in every plot
 
 def figure(width: float = 6.4, height: float = 4.8) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def fixed_grid(nrows: int, ncols: int, cell: tuple[float, float], margins: tuple[float, float, float, float],
+               header: float = 0.0) -> tuple[Figure, np.ndarray]:
+    """A figure of nrows x ncols axes, each in a cell of `cell` inches with fixed `margins` (left,
+    right, bottom, top, inches) for its labels, and `header` inches above all for a legend. For
+    figures of many axes instead of constrained layout, which measures every tick label of every
+    axes twice per save: half of the 16-panel objective plot's 2.4 s, and a report is built at the
+    end of every run."""
+    left, right, bottom, top = margins
+    width, height = ncols * cell[0], nrows * cell[1] + header
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={
+        "left": left / width, "right": 1 - right / width, "bottom": bottom / height,
+        "top": 1 - (top + header) / height,
+        # gaps between cells, as fractions of one axes' size (matplotlib's wspace/hspace)
+        "wspace": (left + right) / (cell[0] - left - right), "hspace": (bottom + top) / (cell[1] - bottom - top)})
+    return fig, axes
 
 
 def save(fig: Figure, path: Path) -> Path:

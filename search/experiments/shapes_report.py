@@ -22,6 +22,7 @@ from search.loop import Split
 
 BATCH = 1000  # images per forward pass: bounds memory whatever the split's size
 GRID_COLS, GRID_MAX = 6, 24  # misclassified examples shown: at most 4 rows of 6, in test order
+TILE = (1.2, 1.5)  # inches per misclassified example: the image and its two-line title
 SHORT = tuple(kind[:2] for kind in shapes.KINDS)  # sq ci up ri do le: short enough for a 28 px tile
 PAIR_NAMES = tuple(f"{shapes.KINDS[i]}+{shapes.KINDS[j]}" for i, j in shapes.PAIRS)
 CONFUSION_SIZE = (12.0, 6.0)  # inches; at plots.DPI = 110 that is 1320 x 660 px
@@ -29,8 +30,8 @@ KIND_ERROR_SIZE = (6.4, 3.6)  # inches
 
 
 def grid_size(n: int) -> tuple[float, float]:
-    """Inches of the misclassified grid for n images (n <= GRID_MAX): 1.2 x 1.5 per tile."""
-    return GRID_COLS * 1.2, math.ceil(n / GRID_COLS) * 1.5
+    """Inches of the misclassified grid for n images (n <= GRID_MAX)."""
+    return GRID_COLS * TILE[0], math.ceil(n / GRID_COLS) * TILE[1]
 
 
 def predict(model: torch.nn.Module, config: Mapping[str, Any], test: Split):
@@ -117,8 +118,8 @@ def _plot_kind_errors(errors: dict[str, dict[str, float]], path: Path) -> None:
 
 def _plot_misclassified(images: torch.Tensor, true_counts: torch.Tensor, pred_counts: torch.Tensor,
                         path: Path) -> None:
-    fig = plots.figure(*grid_size(len(images)))
-    axes = fig.subplots(math.ceil(len(images) / GRID_COLS), GRID_COLS, squeeze=False)
+    # each image a 1.1 inch square, with 0.35 inch above it for the two lines of its title
+    fig, axes = plots.fixed_grid(math.ceil(len(images) / GRID_COLS), GRID_COLS, TILE, (0.05, 0.05, 0.05, 0.35))
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()  # no ticks or frame; also blanks the unused tiles of the last row
         if k < len(images):
