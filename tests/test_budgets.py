@@ -192,3 +192,32 @@ def test_warm_start_takes_only_earlier_trials_trained_with_this_search_s_budget_
     assert told(dict(exp.defaults)) == ["t0.0"]
     pd.DataFrame(rows[:1]).drop(columns="generated").to_csv(tmp_path / "trials.csv", index=False)
     assert told({**exp.defaults, "generated": 1.0}) == [] and told(dict(exp.defaults)) == ["t0.0"]
+
+
+def test_a_local_cpu_run_times_its_throughput_here_and_a_gpu_run_in_a_ray_task(monkeypatch):
+    """The estimate's images/s: on a Ray of our own without GPUs for the trials, timed in this process
+    (a Ray worker started for four steps cost ~5 s of every run); with a GPU per trial or a cluster,
+    in a Ray task that gets a trial's device."""
+    from datasets.shapes import generated_tensors
+    from search import stages
+
+    class RayTask(Exception):
+        pass
+
+    asked = []
+
+    def remote(**resources):
+        asked.append(resources)
+        raise RayTask
+
+    monkeypatch.setattr(stages.ray, "remote", remote)
+    x, y = generated_tensors(64, 0)
+    config = {**shapes.EXPERIMENT.defaults, "seed": 0}
+    local = plan(smoke=True)
+    assert stages.measured_throughput(shapes.EXPERIMENT, config, x, y, local, local=True) > 0 and not asked
+    gpu = make_plan(shapes.EXPERIMENT, Hardware(cpus=2, gpus=1), trials=None, max_epochs=None, time_budget_min=None,
+                    concurrency=None, cpus_per_trial=None, gpus_per_trial=0.5, smoke=True)
+    for p, is_local in ((gpu, True), (local, False)):
+        with pytest.raises(RayTask):
+            stages.measured_throughput(shapes.EXPERIMENT, config, x, y, p, local=is_local)
+    assert [a["num_gpus"] for a in asked] == [0.5, 0]
