@@ -134,15 +134,17 @@ class Data:
     test: Split
     info: dict[str, Any] = field(default_factory=dict)  # source, sizes; printed and saved
 
-    def limited(self, train: int | None = None, val: int | None = None, full_train: int | None = None) -> Data:
-        """The first `train` / `val` / `full_train` samples of those splits (None: all of it). The
+    def limited(self, train: int | None = None, val: int | None = None, full_train: int | None = None,
+                test: int | None = None) -> Data:
+        """The first `train` / `val` / `full_train` / `test` samples of those splits (None: all of it). The
         one place data is cut: the plan decides the numbers (search/plan.py), the loaders never cut."""
         def cut(split: Split, n: int | None) -> Split:
             return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
 
-        out = Data(cut(self.train, train), cut(self.val, val), cut(self.full_train, full_train), self.test,
+        out = Data(cut(self.train, train), cut(self.val, val), cut(self.full_train, full_train),
+                   cut(self.test, test),
                    dict(self.info))
-        # full_train stays the split's size in `info`: a smoke run's retraining is cut, its data set is not
+        # full_train and test stay the splits' sizes in `info`: a smoke run's retraining is cut, its data set is not
         out.info.update(train=len(out.train), val=len(out.val))
         return out
 

@@ -63,6 +63,7 @@ class Plan:
     retrain_minutes: float | None = None
     retrain_fitted: bool = False
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
+    test_subset: int | None = None  # held-out images scored (smoke only: a smoke run checks the machinery)
     budget: str | None = None  # the named budget the plan was sized from (None: the hardware's)
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     grow_tail: bool = False  # the last trials take the CPUs idle slots leave (search/tail_resources.py)
@@ -164,7 +165,8 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
-        retrain_subset=SMOKE_SUBSET if smoke else None, max_failures=max_failures, budget=budget_name,
+        retrain_subset=SMOKE_SUBSET if smoke else None, test_subset=SMOKE_SUBSET if smoke else None,
+        max_failures=max_failures, budget=budget_name,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1

@@ -220,7 +220,7 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     config = {**saved["config"], **saved.get("statistics", {})}  # as trained, e.g. with its normalisation
     title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
     try:
-        data = exp.load(run.record.data_options())
+        data = exp.load(run.record.data_options()).limited(test=run.plan.test_subset)  # as the runs were scored
     except (DataError, UserError) as e:
         return title + f"Skipped: the run's data cannot be loaded here ({e}).\n"
     model = exp.task.build_model(config)

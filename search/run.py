@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPU share per trial, fractions allowed (default 0.125: 8 trials per GPU)")
-    p.add_argument("--smoke", action="store_true", help="tiny search: 256 images, 4 trials, 2 epochs")
+    p.add_argument("--smoke", action="store_true", help="tiny search: 256 images of each split, 4 trials, 2 epochs")
     p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
     p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
     p.add_argument("--retrain-epochs", type=int, help="epochs of each retrain run (default: the experiment's "

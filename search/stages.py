@@ -95,7 +95,8 @@ def versions() -> dict[str, str]:
 
 def cut_to_plan(data: Data, plan: Plan) -> Data:
     """The data each stage trains on, as the plan decided (search/plan.py)."""
-    return data.limited(train=plan.subset, val=plan.val_subset, full_train=plan.retrain_subset)
+    return data.limited(train=plan.subset, val=plan.val_subset, full_train=plan.retrain_subset,
+                        test=plan.test_subset)
 
 
 # ----------------------------------------------------------------------------- prepare

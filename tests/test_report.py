@@ -11,6 +11,7 @@ import pytest
 
 from search import analyse, cli, report, tensorboard
 from search.config import UserError
+from search.plan import SMOKE_SUBSET
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -35,6 +36,13 @@ def test_report_names_every_section_and_links_valid_images(smoke_run):
         assert path.read_bytes()[:8] == PNG, link
         pixels = matplotlib.image.imread(path)
         assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, link
+    # the diagnosed model is scored on the held-out images its retrain run was scored on (a smoke run's
+    # first 256) and gets that run's score
+    label, seed = re.search(r"## Diagnostics of the best retrained model \((\w+), seed (\d+)\)", text).groups()
+    table = pd.read_csv(run_dir / "retrain.csv")
+    scored = table[(table["label"] == label) & (table["seed"] == int(seed))].iloc[0]
+    n, acc = re.search(r"(\d+) held-out images\. Accuracy \(135 classes\) \*\*([0-9.]+)\*\*", text).groups()
+    assert int(n) == SMOKE_SUBSET and float(acc) == pytest.approx(scored["test_acc"], abs=5e-5)
 
 
 def test_report_states_the_verdict_from_the_retrain_table(smoke_run):
