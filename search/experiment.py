@@ -141,8 +141,7 @@ class Data:
         def cut(split: Split, n: int | None) -> Split:
             return split if n is None or n >= len(split) else Split(split.x[:n], split.y[:n])
 
-        out = Data(cut(self.train, train), cut(self.val, val), cut(self.full_train, full_train),
-                   cut(self.test, test),
+        out = Data(cut(self.train, train), cut(self.val, val), cut(self.full_train, full_train), cut(self.test, test),
                    dict(self.info))
         # full_train and test stay the splits' sizes in `info`: a smoke run's retraining is cut, its data set is not
         out.info.update(train=len(out.train), val=len(out.val))
