@@ -63,7 +63,9 @@ class Plan:
     retrain_minutes: float | None = None
     retrain_fitted: bool = False
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
-    test_subset: int | None = None  # held-out images scored (smoke only: a smoke run checks the machinery)
+    # held-out images scored (smoke only: a smoke run checks the machinery); a smoke run written before
+    # this field scored all of them, and its missing value (None) keeps that on --resume
+    test_subset: int | None = None
     budget: str | None = None  # the named budget the plan was sized from (None: the hardware's)
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     grow_tail: bool = False  # the last trials take the CPUs idle slots leave (search/tail_resources.py)
