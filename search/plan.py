@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from search.config import UserError
-from search.experiment import Budget, Experiment
+from search.experiment import Budget, Data, Experiment
 
 SMOKE_SUBSET = 256  # training images of a --smoke search
 # Trials per GPU: 8. These nets are small (the shapes one is 12.9M parameters, 155 MB with its Adam
@@ -111,6 +111,12 @@ def cluster_hardware(nodes: list[dict]) -> Hardware:
                     nodes=len(alive),
                     cpus_per_gpu=min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes) if gpu_nodes else None,
                     gpu_node_cpus=max(r.get("CPU", 0) for r in gpu_nodes) if gpu_nodes else None)
+
+
+def cut_to_plan(data: Data, plan: Plan) -> Data:
+    """The data each stage trains on, as the plan decided (below: make_plan)."""
+    return data.limited(train=plan.subset, val=plan.val_subset, full_train=plan.retrain_subset,
+                        test=plan.test_subset)
 
 
 def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,

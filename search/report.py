@@ -28,6 +28,7 @@ from search.config import UserError, format_config
 from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
 from search.io import read_json
 from search.markdown import md_table, shown
+from search.plan import cut_to_plan
 from search.plots import FIGURES
 from search.stats import BASELINE, verdict_sentence
 
@@ -220,7 +221,7 @@ def diagnostics_section(run: Run, exp: Experiment, fig_dir: Path) -> str:
     config = {**saved["config"], **saved.get("statistics", {})}  # as trained, e.g. with its normalisation
     title = f"## Diagnostics of the best retrained model ({label}, seed {int(row['seed'])})\n\n"
     try:
-        data = exp.load(run.record.data_options()).limited(test=run.plan.test_subset)  # as the runs were scored
+        data = cut_to_plan(exp.load(run.record.data_options()), run.plan)  # the held-out the runs were scored on
     except (DataError, UserError) as e:
         return title + f"Skipped: the run's data cannot be loaded here ({e}).\n"
     model = exp.task.build_model(config)

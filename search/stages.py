@@ -37,7 +37,7 @@ from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
 from search.io import read_csv
 from search.loop import images_per_second
-from search.plan import Hardware, Plan, estimate_minutes, fitted_retrain_epochs
+from search.plan import Hardware, Plan, cut_to_plan, estimate_minutes, fitted_retrain_epochs
 from search.protocol import STATUSES
 from search.record import RunRecord
 from search.tables import best_trial
@@ -91,12 +91,6 @@ def versions() -> dict[str, str]:
         commit = ""
     return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
             "optuna": optuna.__version__, "git_commit": commit or "unknown"}
-
-
-def cut_to_plan(data: Data, plan: Plan) -> Data:
-    """The data each stage trains on, as the plan decided (search/plan.py)."""
-    return data.limited(train=plan.subset, val=plan.val_subset, full_train=plan.retrain_subset,
-                        test=plan.test_subset)
 
 
 # ----------------------------------------------------------------------------- prepare
