@@ -1,11 +1,13 @@
 """Search efficiency: the default CPU strategy against random search and a plain Optuna study, per epoch spent.
 
     python benchmarks/search_efficiency.py [--data-dir PATH] [--subset 4000] [--val N] [--max-epochs E]
-        [--budget-epochs 80] [--seeds 3] [--concurrency 2] [--grace G] [--no-warm-start] [--out DIR]
+        [--budget-epochs B] [--seeds 3] [--concurrency 2] [--grace G] [--no-warm-start] [--out DIR]
         [--scheduler NAME] [--methods default] [--reuse EARLIER_OUT ...]
 
-E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); 80 epochs is about
-what that budget's 16 trials spend under ASHA (84 in a default run on the real data).
+E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); B to the epochs the
+default search of that budget's 16 trials expects to train (its scheduler's `search_epochs`: 111
+under `screen`; default runs on the real data trained 104 and 112). Figures before 2026-11-30 used
+80, what the 16 trials trained under plain ASHA (84 in a default run).
 
 The claim under test (#13): at the same total epoch budget, the default CPU strategy reaches random
 search's final best validation top-1 with at most half the epochs, and ends higher, in the mean
@@ -14,9 +16,9 @@ over seeds (shapes).
 The Ray methods run through the project's pieces (`to_tune`, `run_trial`, `HonestOptunaSearch`,
 `warm_start`, the scheduler registry), one Tuner per method and seed, the same data, space, trial
 seed and (unless --no-warm-start) baseline warm start:
-  default   what `python -m search.run shapes` does on a CPU: TPE (`make_searcher`) and the CPU
-            budget's scheduler from the registry (no early stopping for shapes; with ASHA, grace
-            --grace and reduction factor --reduction-factor), both ranking on the experiment's
+  default   what `python -m search.run shapes` does on a CPU: the CPU budget's 16 trials' plan, TPE
+            (`make_searcher`) and the budget's scheduler from the registry (with ASHA, grace --grace
+            and reduction factor --reduction-factor), both ranking on the experiment's
             smooth metric (val_rank_loss), as `search.tuner.new_tuner` builds them; the budget's
             space and the warm variants; patience as the experiment's default.
   random    `HonestOptunaSearch` with Optuna's RandomSampler(seed), FIFO scheduler and patience 0:
@@ -24,6 +26,9 @@ seed and (unless --no-warm-start) baseline warm start:
   optuna    what a user would write instead: one in-process Optuna study, TPESampler(seed) and
             Optuna's default MedianPruner on the per-epoch val top-1, trials one after another on
             all --concurrency threads, `search.loop.fit` as the training.
+
+--methods leaves a method out of the comparison unless --reuse holds all its curves (random search,
+the target, is always compared).
 
 --scheduler puts another registered scheduler in the default's place (e.g. `screen`, ASHA whose
 first rung waits for the first trials). --reuse takes each method's curve for a seed from an earlier
@@ -71,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     budget = shapes.EXPERIMENT.budget_cpu
     p.add_argument("--max-epochs", type=int, default=budget.max_epochs, help="epochs of a trial never stopped "
                    "early (default: the CPU budget's)")
-    p.add_argument("--budget-epochs", type=int, default=80, help="epochs per search, summed over its trials")
+    p.add_argument("--budget-epochs", type=int, help="epochs per search, summed over its trials (default: what "
+                   "the default search expects to train)")
     p.add_argument("--seeds", type=int, default=3, help="search seeds 0..N-1 (sampler and trial seed)")
     p.add_argument("--concurrency", type=int, default=2, help="trials at once, 1 CPU each")
     p.add_argument("--grace", type=int, default=budget.grace_epochs, help="ASHA's first rung, in epochs (default: "
@@ -84,8 +90,8 @@ def parser() -> argparse.ArgumentParser:
                    "keys the experiment's CPU budget searches")
     p.add_argument("--out", type=Path, help="folder for curves.csv and summary.csv (default: a new temp dir)")
     p.add_argument("--scheduler", help="the default method's scheduler (default: the CPU budget's)")
-    p.add_argument("--methods", default=",".join(METHODS), help="the methods that may be run, comma-separated "
-                   "(the others must all come from --reuse)")
+    p.add_argument("--methods", default=",".join(METHODS), help="the methods run, comma-separated (the others "
+                   "are compared only where --reuse holds all their curves; random always is)")
     p.add_argument("--reuse", type=Path, action="append", default=[], help="an earlier --out folder whose complete "
                    "curves are taken instead of run (repeatable; where two hold the same, the later one's)")
     return p
@@ -155,6 +161,18 @@ def run_record(method: str, seed: int, events: list[dict[str, Any]], budget_epoc
 # ---------------------------------------------------------------- one search
 
 
+def default_plan(exp, args):
+    """The plan `python -m search.run shapes` makes on --concurrency CPUs: the CPU budget's trials,
+    with this benchmark's epochs, rung and scheduler."""
+    from search.plan import Hardware, make_plan
+
+    plan = make_plan(exp, Hardware(cpus=args.concurrency, gpus=0), trials=None, max_epochs=args.max_epochs,
+                     time_budget_min=None, concurrency=args.concurrency, cpus_per_trial=1, gpus_per_trial=0,
+                     smoke=False, scheduler=args.scheduler)
+    plan.grace_epochs, plan.reduction_factor = min(args.grace, args.max_epochs), args.reduction_factor
+    return plan
+
+
 def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, args, storage: Path) -> dict[str, Any]:
     if method == "optuna":
         return run_optuna(seed, exp, train, val, space, args)
@@ -164,7 +182,6 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
 
     from search import schedulers
     from search.experiment import warm_start
-    from search.plan import Hardware, make_plan
     from search.searcher import HonestOptunaSearch, make_searcher, to_tune
     from search.trial import CHECKPOINT_SHARE, run_trial
 
@@ -174,12 +191,8 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     metric, mode = exp.objective, exp.mode
     checkpoint_share, limit, scheduler_name = CHECKPOINT_SHARE, args.concurrency, ""
     if method == "default":
-        # TPE's random start sized as for the ~2 trials per full trial's epochs that ASHA runs in the budget
-        trials = 2 * math.ceil(args.budget_epochs / args.max_epochs)
-        plan = make_plan(exp, Hardware(cpus=args.concurrency, gpus=0), trials=trials, max_epochs=args.max_epochs,
-                         time_budget_min=None, concurrency=args.concurrency, cpus_per_trial=1, gpus_per_trial=0,
-                         smoke=False, scheduler=args.scheduler)
-        plan.grace_epochs, plan.reduction_factor = grace, args.reduction_factor
+        plan = default_plan(exp, args)
+        trials = plan.trials  # TPE's random start and the screening are sized to them
         metric, mode = plan.rank_metric, plan.rank_mode
         # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
         num_samples = 2 * math.ceil(args.budget_epochs / grace) + args.concurrency
@@ -342,8 +355,9 @@ def write_csvs(out: Path, runs: list[dict], rows: list[dict]) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    exp = shapes.EXPERIMENT
     for name in ("subset", "max_epochs", "budget_epochs", "seeds", "concurrency", "grace"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: give a whole number of at least 1")
     if args.val is not None and args.val < 1:
         raise UserError(f"--val {args.val}: give a whole number of at least 1")
@@ -352,20 +366,29 @@ def main(argv: list[str]) -> int:
     run_methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not run_methods or set(run_methods) - set(METHODS):
         raise UserError(f"--methods {args.methods}: give some of {', '.join(METHODS)}, comma-separated")
+    budget_why = "as given"
+    if args.budget_epochs is None:
+        from search import schedulers
+
+        plan = default_plan(exp, args)
+        args.budget_epochs = round(schedulers.of_plan(plan).search_epochs(plan))
+        budget_why = f"what the default's {plan.trials} trials expect to train under {plan.scheduler}"
     if args.budget_epochs < args.max_epochs:
         raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
     started = time.monotonic()
-    exp = shapes.EXPERIMENT
     scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
     found: dict[tuple[str, int], dict] = {}
     for folder in args.reuse:  # the later folder's run where two hold the same
         found.update(reused(folder, scheduler, args.budget_epochs, args.max_epochs))
-    runs: list[dict] = [found[m, s] for s in range(args.seeds) for m in METHODS if (m, s) in found]
-    to_run = [(m, s) for s in range(args.seeds) for m in METHODS if (m, s) not in found]
-    missing = [f"{m} seed {s}" for m, s in to_run if m not in run_methods]
-    if missing:
-        raise UserError(f"--methods {args.methods}: no complete curve of {', '.join(missing)} in --reuse "
-                        f"({', '.join(map(str, args.reuse)) or 'none given'}); add that method or an earlier --out")
+    seeds = range(args.seeds)
+    compared = [m for m in METHODS if m in run_methods or all((m, s) in found for s in seeds)]
+    if "random" not in compared:
+        raise UserError(f"--methods {args.methods}: random search is the target; add random, or an earlier --out "
+                        "holding its curves for every seed to --reuse")
+    if "default" not in compared:
+        raise UserError(f"--methods {args.methods}: nothing to compare with random search; add default")
+    runs: list[dict] = [found[m, s] for s in seeds for m in compared if (m, s) in found]
+    to_run = [(m, s) for s in seeds for m in compared if (m, s) not in found]
     loaded = exp.load(DataOptions(args.data_dir, False, split_seed=0))
     train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
     val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
@@ -385,7 +408,7 @@ def main(argv: list[str]) -> int:
     print(f"command: python benchmarks/search_efficiency.py {shlex.join(argv)}")
     print(f"data: {loaded.info['source']}; train {len(train)} (first of the inner train), val {len(val)} "
           "(inner validation, split seed 0 for every search seed)")
-    print(f"budget: {args.budget_epochs} epochs per search; trials up to {args.max_epochs} epochs; "
+    print(f"budget: {args.budget_epochs} epochs per search ({budget_why}); trials up to {args.max_epochs} epochs; "
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
@@ -394,8 +417,11 @@ def main(argv: list[str]) -> int:
     print(f"default: TPE (make_searcher, {start}) + " + ("" if args.scheduler else "the CPU budget's scheduler, ")
           + f"{scheduler}{halving}, max_t {args.max_epochs}, both ranking on "
           f"{exp.rank_metric[0] if exp.rank_metric else exp.objective}; patience {exp.defaults['patience']}")
-    print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
-          f"{args.concurrency} threads, one trial at a time")
+    if "optuna" in compared:
+        print(f"optuna: one in-process study, TPESampler + MedianPruner on {exp.objective} ({start}), "
+              f"{args.concurrency} threads, one trial at a time")
+    else:
+        print("optuna: not compared (not in --methods, and not in --reuse for every seed)")
     print(f"random: RandomSampler ({start}) + FIFO, patience 0: "
           f"{math.ceil(args.budget_epochs / args.max_epochs)} trials of {args.max_epochs} epochs")
     print(f"objective: {exp.objective} (top-1); searched: {', '.join(space)}")
@@ -429,7 +455,7 @@ def main(argv: list[str]) -> int:
         target = rnd["best"]
         row = {"seed": seed, "random_best": target, "random_epochs": rnd["counted"],
                "random_epochs_to_own_best": rnd["epochs_to_own_best"], "random_wall_s": round(rnd["wall_s"], 1)}
-        for method in METHODS[1:]:
+        for method in compared[1:]:
             r = by[method, seed]
             reach = first_reach(r["curve"], target) if math.isfinite(target) else None
             row.update({f"{method}_best": r["best"], f"{method}_epochs_to_random_best": reach,
@@ -442,11 +468,11 @@ def main(argv: list[str]) -> int:
 
     print()
     print("best val top-1 within the budget, and the epochs each method needed to first reach random's best")
-    head = ("seed", "random best", *[f"{m} {what}" for m in METHODS[1:] for what in ("best", "epochs to it")])
+    head = ("seed", "random best", *[f"{m} {what}" for m in compared[1:] for what in ("best", "epochs to it")])
     print("  ".join(f"{h:>{max(len(h), 6)}}" for h in head))
     for row in rows:
         cells = (str(row["seed"]), fmt_acc(row["random_best"]),
-                 *[c for m in METHODS[1:] for c in (fmt_acc(row[f"{m}_best"]),
+                 *[c for m in compared[1:] for c in (fmt_acc(row[f"{m}_best"]),
                                                       fmt_epochs(row[f"{m}_epochs_to_random_best"]))])
         print("  ".join(f"{c:>{max(len(h), 6)}}" for c, h in zip(cells, head, strict=True)))
 
@@ -460,8 +486,8 @@ def main(argv: list[str]) -> int:
     print()
     print(f"over {args.seeds} seed{'s' if args.seeds > 1 else ''} (mean +- sd):")
     print("  best val top-1: " + ", ".join(
-        f"{m} {mean_sd([by[m, s]['best'] for s in range(args.seeds)])}" for m in METHODS))
-    for method in METHODS[1:]:
+        f"{m} {mean_sd([by[m, s]['best'] for s in range(args.seeds)])}" for m in compared))
+    for method in compared[1:]:
         reached = [row[f"{method}_ratio_budget"] for row in rows if row[f"{method}_ratio_budget"]]
         print(f"  {method} reached random's best in {len(reached)}/{args.seeds} seeds"
               + (f"; budget/epochs-to-it: median {statistics.median(reached):.2f}x, min {min(reached):.2f}x"
@@ -471,7 +497,7 @@ def main(argv: list[str]) -> int:
     marks = sorted({args.max_epochs, *(round(args.budget_epochs * f) for f in (0.25, 0.5, 0.75, 1.0))})
     marks = [m for m in marks if 1 <= m <= args.budget_epochs]
     print("  mean best-so-far at epochs " + ", ".join(map(str, marks)) + ":")
-    for method in METHODS:
+    for method in compared:
         cells = []
         for m in marks:
             vals = [by[method, s]["curve"][m - 1] for s in range(args.seeds) if len(by[method, s]["curve"]) >= m]
@@ -480,7 +506,7 @@ def main(argv: list[str]) -> int:
         print(f"    {method:<8} " + "  ".join(cells))
     # The goal read over the mean curve: the epoch where the mean best-so-far first reaches random's mean final best.
     target = statistics.mean(by["random", s]["best"] for s in range(args.seeds))
-    for method in METHODS[1:]:
+    for method in compared[1:]:
         curves = [by[method, s]["curve"] for s in range(args.seeds)]
         mean_curve = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
         reach = first_reach(mean_curve, target)
