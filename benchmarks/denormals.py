@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from search import cli
+from search.config import UserError
 
 
 def one_run(data_dir: str, epochs: int, flush: bool) -> None:
@@ -47,6 +48,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--epochs", type=int, default=8, help="epochs per run (the slowdown starts near epoch 5)")
     p.add_argument("--child", choices=("computed", "flushed"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: give a whole number of at least 1")
     if args.child:
         one_run(str(args.data_dir or ""), args.epochs, args.child == "flushed")
         return 0
