@@ -21,21 +21,21 @@ from search import cli
 from search.config import UserError
 
 
-def one_run(data_dir: str, epochs: int, flush: bool) -> None:
-    """In a fresh process: the flag is set before torch starts any thread."""
+def one_run(data_dir: Path | None, epochs: int, flush: bool) -> None:
+    """In a fresh process, on 1 thread: the flag set on it is the flag of every computation."""
     import torch
 
-    torch.set_flush_denormal(flush)
     torch.set_num_threads(1)
-    from search import loop
+    from search import loop  # flushes them at import
     from search.experiment import DataOptions
     from search.experiments import shapes
 
     if not flush:
-        loop.flush_denormals = lambda: None  # fit() would flush them
+        torch.set_flush_denormal(False)
+        loop.flush_denormals = lambda: None  # fit() would flush them again
 
     exp = shapes.EXPERIMENT
-    data = exp.load(DataOptions(Path(data_dir) if data_dir else None, False, split_seed=0))
+    data = exp.load(DataOptions(data_dir, False, split_seed=0))
     config = {**exp.defaults, "epochs": epochs, "seed": 1000, "precision": "fp32"}
     loop.fit(exp.task, config, data.full_train, None, device=torch.device("cpu"), objective=(exp.objective, exp.mode),
         on_epoch=lambda row, _c, _l: print(json.dumps({"epoch": row["epoch"], "train_s": row["train_s"],
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     if args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: give a whole number of at least 1")
     if args.child:
-        one_run(str(args.data_dir or ""), args.epochs, args.child == "flushed")
+        one_run(args.data_dir, args.epochs, args.child == "flushed")
         return 0
     base = [sys.executable, __file__, "--epochs", str(args.epochs)] + (
         ["--data-dir", str(args.data_dir)] if args.data_dir else [])

@@ -20,6 +20,23 @@ import torch
 from torch import nn
 
 
+def flush_denormals() -> None:
+    """Compute numbers below float32's smallest normal (1.2e-38) as zero, on this CPU thread and on
+    the intra-op threads torch starts after it; threads it started earlier keep their mode. Trained
+    in float32 on a CPU without it, the shapes net's epochs took 1.2-1.8x as long from epoch 5 on
+    (9,000 images, 1 thread: 23-25 s, then 29-42 s), for the same losses to 4 decimals
+    (benchmarks/denormals.py). GPUs compute denormals at full speed; this flag is the host's only
+    (it flushes Python's and numpy's float arithmetic on these threads too)."""
+    torch.set_flush_denormal(True)
+
+
+# At import, before the process loads data: loading builds torch's thread pool, whose threads would
+# not follow a flag set later (search.train, the benchmarks). fit() sets it again on the thread that
+# trains (Ray Tune runs a trial in a thread of its own; the threads the search's tail adds later
+# inherit it).
+flush_denormals()
+
+
 class Task(Protocol):
     """What one experiment tells the loop. `outputs` is whatever its model returns."""
 
@@ -236,7 +253,6 @@ def images_per_second(task: Task, config: dict, x: torch.Tensor, y: torch.Tensor
     """Throughput of one trial: a few `train_step`s of the task's model on one stored batch
     (the first is a warm-up), median time per step; images per second."""
     previous = torch.get_num_threads()
-    flush_denormals()  # as fit() trains
     torch.set_num_threads(max(1, int(threads)))
     try:
         model = task.build_model(config).to(device)
@@ -295,16 +311,6 @@ def use_fast_convolutions(device: torch.device) -> None:
     the data order; the chosen algorithms may differ in the last bits between runs, as GPU sums do."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-
-def flush_denormals() -> None:
-    """Compute numbers below 1.2e-38 as zero on this CPU thread and on the intra-op threads torch
-    starts after it. Trained in float32 on a CPU, the shapes net's epochs took 1.5x longer from its
-    5th epoch on (9,000 images, 1 thread: 23 s, then 35-39 s), with the same losses to 3 decimals
-    once flushed (benchmarks/denormals.py). Call it before the process runs parallel work: threads
-    that torch started earlier keep their mode (a trial starts with Ray's 1 thread, and the threads
-    the search's tail adds later inherit it). A GPU flushes its own; the host's flag costs nothing."""
-    torch.set_flush_denormal(True)
 
 
 def training_pool(task: Task, config: dict, train: Split) -> Split:
