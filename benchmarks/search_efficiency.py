@@ -6,8 +6,9 @@
 
 E and G default to the shapes CPU budget's (10 epochs, ASHA's first rung at 4); B to the epochs the
 default search of that budget's 16 trials expects to train (its scheduler's `search_epochs`: 111
-under `screen`; default runs on the real data trained 104 and 112). Figures before 2026-11-30 used
-80, what the 16 trials trained under plain ASHA (84 in a default run).
+under `screen`; default runs on the real data trained 104 and 112), rounded down to whole trials of
+E epochs so that random search trains whole trials: 110. Figures before 2026-11-30 used 80, what the
+16 trials trained under plain ASHA (84 in a default run); reuse them with --budget-epochs 80.
 
 The claim under test (#13): at the same total epoch budget, the default CPU strategy reaches random
 search's final best validation top-1 with at most half the epochs, and ends higher, in the mean
@@ -173,7 +174,9 @@ def default_plan(exp, args):
     return plan
 
 
-def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, args, storage: Path) -> dict[str, Any]:
+def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, args, plan,
+            storage: Path) -> dict[str, Any]:
+    """One search of `method`; `plan` is the default method's (`default_plan`)."""
     if method == "optuna":
         return run_optuna(seed, exp, train, val, space, args)
     import optuna
@@ -191,7 +194,6 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
     metric, mode = exp.objective, exp.mode
     checkpoint_share, limit, scheduler_name = CHECKPOINT_SHARE, args.concurrency, ""
     if method == "default":
-        plan = default_plan(exp, args)
         trials = plan.trials  # TPE's random start and the screening are sized to them
         metric, mode = plan.rank_metric, plan.rank_mode
         # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
@@ -311,18 +313,23 @@ def reused(folder: Path, scheduler: str, budget_epochs: int, max_epochs: int) ->
         raise UserError(f"--reuse {folder}: no curves.csv there; give an earlier --out folder")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    runs = {}
+    runs, budgets = {}, set()
     for method, seed in sorted({(r["method"], int(r["seed"])) for r in rows}):
         mine = sorted((r for r in rows if r["method"] == method and int(r["seed"]) == seed),
                       key=lambda r: int(r["cum_epoch"]))
         if method == "default" and mine[0].get("scheduler") != scheduler:
             continue
-        if sum(r["counted"] == "1" for r in mine) != budget_epochs:
+        counted = sum(r["counted"] == "1" for r in mine)
+        budgets.add(counted)
+        if counted != budget_epochs:
             continue  # another budget's, or cut short
         events = [{"trial_id": r["trial_id"], "trial_epoch": int(r["trial_epoch"]), "value": float(r["val_acc"]),
                    "wall_s": float(r["wall_s"])} for r in mine]
         runs[method, seed] = run_record(method, seed, events, budget_epochs, max_epochs,
                                         scheduler=mine[0].get("scheduler", ""), **{"from": folder})
+    if not runs and budgets and budget_epochs not in budgets:
+        raise UserError(f"--reuse {folder}: its curves count {', '.join(map(str, sorted(budgets)))} epochs, not "
+                        f"{budget_epochs}; give --budget-epochs {max(budgets)} to reuse them")
     return runs
 
 
@@ -366,17 +373,19 @@ def main(argv: list[str]) -> int:
     run_methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not run_methods or set(run_methods) - set(METHODS):
         raise UserError(f"--methods {args.methods}: give some of {', '.join(METHODS)}, comma-separated")
+    from search import schedulers
+
+    plan = default_plan(exp, args)
     budget_why = "as given"
     if args.budget_epochs is None:
-        from search import schedulers
-
-        plan = default_plan(exp, args)
-        args.budget_epochs = round(schedulers.of_plan(plan).search_epochs(plan))
-        budget_why = f"what the default's {plan.trials} trials expect to train under {plan.scheduler}"
+        expected = schedulers.of_plan(plan).search_epochs(plan)
+        args.budget_epochs = max(1, math.floor(expected / args.max_epochs)) * args.max_epochs
+        budget_why = (f"what the default's {plan.trials} trials expect to train under {plan.scheduler}, "
+                      f"{expected:.0f}, in whole trials of {args.max_epochs}")
     if args.budget_epochs < args.max_epochs:
         raise UserError(f"--budget-epochs {args.budget_epochs}: less than one full trial ({args.max_epochs} epochs)")
     started = time.monotonic()
-    scheduler = args.scheduler or exp.budget_cpu.scheduler  # the CPU default's, as make_plan picks it
+    scheduler = plan.scheduler
     found: dict[tuple[str, int], dict] = {}
     for folder in args.reuse:  # the later folder's run where two hold the same
         found.update(reused(folder, scheduler, args.budget_epochs, args.max_epochs))
@@ -385,15 +394,14 @@ def main(argv: list[str]) -> int:
     if "random" not in compared:
         raise UserError(f"--methods {args.methods}: random search is the target; add random, or an earlier --out "
                         "holding its curves for every seed to --reuse")
-    if "default" not in compared:
-        raise UserError(f"--methods {args.methods}: nothing to compare with random search; add default")
+    if len(compared) < 2:
+        raise UserError(f"--methods {args.methods}: nothing to compare with random search; add default or optuna")
     runs: list[dict] = [found[m, s] for s in seeds for m in compared if (m, s) in found]
     to_run = [(m, s) for s in seeds for m in compared if (m, s) not in found]
     loaded = exp.load(DataOptions(args.data_dir, False, split_seed=0))
     train = Split(loaded.train.x[:args.subset], loaded.train.y[:args.subset])
     val = loaded.val if args.val is None else Split(loaded.val.x[:args.val], loaded.val.y[:args.val])
 
-    from search import schedulers
     from search.run import searched_space
     from search.stages import versions
     from search.tuner import quiet
@@ -437,7 +445,7 @@ def main(argv: list[str]) -> int:
              configure_logging=True, logging_level="WARNING")
     try:
         for method, seed in to_run:
-            r = run_one(method, seed, exp, train, val, space, args, storage)
+            r = run_one(method, seed, exp, train, val, space, args, plan, storage)
             runs.append(r)
             print(f"  seed {seed} {method:<8}: {r['trials']} trials ({r['full']} ran all epochs, "
                   f"{r['failed']} failed), {r['counted']}/{r['reported']} epochs counted/reported, "
