@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from search import tables, tail_resources
+from search import ray_state, tables, tail_resources
 from search.config import format_config
 from search.io import write_csv, write_json
 from search.protocol import DISK_FULL, error_line, plain, trial_status
@@ -57,7 +57,10 @@ class Progress(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
         if getattr(trial, "local_experiment_path", None):  # where Ray writes the trial folders first
-            self.staging = Path(trial.local_experiment_path)
+            staging = Path(trial.local_experiment_path)
+            if staging != self.staging:  # a --resume finds the whole state there after a kill (search/ray_state.py)
+                self.staging = staging
+                ray_state.record_staging(self.run_dir, staging)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._share_idle_cpus(trials)

@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from search import schedulers, tables, tail_resources
+from search import ray_state, schedulers, tables, tail_resources
 from search import storage as trial_storage
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
@@ -107,6 +107,11 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
     quiet()
 
+    if resume and not storage and tune_dir.is_dir():
+        repaired = ray_state.repair(tune_dir, run_dir)
+        if repaired:
+            (print_fn or print)(f"resume: Ray's saved state was cut short by the kill ({', '.join(repaired)}): "
+                                "taken whole from its staging copy")
     if resume and tune.Tuner.can_restore(tune_uri):
         tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)

@@ -298,9 +298,8 @@ def test_a_grown_search_tpe_learns_from_the_earlier_trials(tmp_path):
     assert low["lr"] < high["lr"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "kill", "kill-9"])
-def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
+def interrupted_search(tmp_path, stop) -> tuple[str, pd.DataFrame]:
+    """A 5-trial smoke search stopped by `stop` once two trials have completed: (stderr, trials.csv then)."""
     cmd = [sys.executable, "-m", "search.run", "shapes", "--smoke", "--no-retrain", "--trials", "5",
            "--max-epochs", "2", "--concurrency", "1", "--results", str(tmp_path), "--name", "r"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -318,14 +317,14 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     else:
         assert proc.returncode == 130, err[-2000:]
         assert "--name r --resume" in err
-    if stop == signal.SIGTERM:
-        return  # from here SIGTERM takes the Ctrl-C path: resuming is the same as after Ctrl-C
-    before = pd.read_csv(trials_csv)
+    return err, pd.read_csv(trials_csv)
+
+
+def resumed_without_repeating(tmp_path, before: pd.DataFrame) -> None:
     done_before = before[before["status"] == "completed"]
     assert 2 <= len(done_before) < 5
-
     assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "r", "--resume"]) == 0
-    after = pd.read_csv(trials_csv)
+    after = pd.read_csv(tmp_path / "shapes" / "r" / "trials.csv")
     assert len(after) == 5 and after["trial_id"].is_unique
     assert set(after["status"]) <= {"completed", "stopped"}
     kept = after.set_index("trial_id").loc[done_before["trial_id"]]
@@ -333,6 +332,45 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     history = pd.read_csv(tmp_path / "shapes" / "r" / "history.csv")
     assert not history.duplicated(["trial_id", "epoch"]).any()
     stored_study_matches_trials_csv(tmp_path / "shapes" / "r")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "kill", "kill-9"])
+def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
+    _, before = interrupted_search(tmp_path, stop)
+    if stop == signal.SIGTERM:
+        return  # from here SIGTERM takes the Ctrl-C path: resuming is the same as after Ctrl-C
+    resumed_without_repeating(tmp_path, before)
+
+
+def cut_rays_saved_state_short(tune_dir):
+    """What a kill -9 during Ray's copy of its state into tune/ leaves: emptied files."""
+    for pattern in ("experiment_state-*.json", "searcher-state-*.pkl"):
+        (path,) = tune_dir.glob(pattern)
+        path.write_bytes(b"")
+
+
+@pytest.mark.slow
+def test_a_resume_after_a_kill_that_cut_rays_saved_state_short_takes_the_whole_state_from_ray_staging(
+        tmp_path, capsys):
+    _, before = interrupted_search(tmp_path, signal.SIGINT)
+    cut_rays_saved_state_short(tmp_path / "shapes" / "r" / "tune")
+    resumed_without_repeating(tmp_path, before)
+    assert "Ray's saved state was cut short by the kill" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_resume_with_rays_saved_state_cut_short_and_no_copy_left_says_so_and_runs_nothing(tmp_path, capsys):
+    _, before = interrupted_search(tmp_path, signal.SIGINT)
+    tune_dir = tmp_path / "shapes" / "r" / "tune"
+    cut_rays_saved_state_short(tune_dir)
+    (tmp_path / "shapes" / "r" / "ray_staging.txt").unlink()
+    folders = sorted(p.name for p in tune_dir.iterdir())
+    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "r", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cut short by a hard kill" in err and "new --name" in err and "Traceback" not in err
+    assert sorted(p.name for p in tune_dir.iterdir()) == folders  # no trial started over
+    assert pd.read_csv(tmp_path / "shapes" / "r" / "trials.csv").equals(before)
 
 
 @pytest.mark.slow
