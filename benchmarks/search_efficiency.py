@@ -190,14 +190,13 @@ def run_one(method: str, seed: int, exp, train: Split, val: Split, space: dict, 
 
     base = {**exp.defaults, "epochs": args.max_epochs, "seed": seed}
     warm = [] if args.no_warm_start else [warm_start(base, space)]
-    grace = min(args.grace, args.max_epochs)
     metric, mode = exp.objective, exp.mode
     checkpoint_share, limit, scheduler_name = CHECKPOINT_SHARE, args.concurrency, ""
     if method == "default":
         trials = plan.trials  # TPE's random start and the screening are sized to them
         metric, mode = plan.rank_metric, plan.rank_mode
         # Enough that the budget, not the sample count, ends the search (a trial runs >= grace epochs).
-        num_samples = 2 * math.ceil(args.budget_epochs / grace) + args.concurrency
+        num_samples = 2 * math.ceil(args.budget_epochs / plan.grace_epochs) + args.concurrency
         from search.tuner import warm_points
 
         warm = warm_points(exp, base, space) if warm else []  # the baseline and its variants, as search.run
@@ -420,7 +419,7 @@ def main(argv: list[str]) -> int:
           f"{args.concurrency} at once, 1 CPU (torch thread) each; seeds {list(range(args.seeds))} "
           "(sampler and trial seed; data fixed)")
     start = "no warm start" if args.no_warm_start else "baseline warm start"
-    halving = (f" (grace {min(args.grace, args.max_epochs)}, reduction factor {args.reduction_factor})"
+    halving = (f" (grace {plan.grace_epochs}, reduction factor {args.reduction_factor})"
                if isinstance(schedulers.get(scheduler), schedulers.Asha) else "")
     print(f"default: TPE (make_searcher, {start}) + " + ("" if args.scheduler else "the CPU budget's scheduler, ")
           + f"{scheduler}{halving}, max_t {args.max_epochs}, both ranking on "

@@ -12,10 +12,9 @@ survives a kill on the same machine and its files are whole: they replace tune/'
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
+from datasets.files import atomic_write
 from search.config import UserError
 
 # The files of one save, newest by name (they are named after the Ray session that wrote them).
@@ -24,9 +23,7 @@ STAGING_RECORD = "ray_staging.txt"  # in the run folder: where this session's Ra
 
 
 def record_staging(run_dir: Path, staging: Path) -> None:
-    tmp = Path(run_dir) / f".{STAGING_RECORD}.tmp"
-    tmp.write_text(str(staging))
-    os.replace(tmp, Path(run_dir) / STAGING_RECORD)
+    atomic_write(Path(run_dir) / STAGING_RECORD, lambda f: f.write(str(staging).encode()))
 
 
 def newest(folder: Path, pattern: str) -> Path | None:
@@ -68,7 +65,5 @@ def repair(tune_dir: Path, run_dir: Path) -> list[str]:
                         "whole copy is left in Ray's temp folder; this search cannot go on: start it again "
                         "under a new --name")
     for source in saved:
-        tmp = tune_dir / f".{source.name}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, tune_dir / source.name)
+        atomic_write(tune_dir / source.name, lambda f, source=source: f.write(source.read_bytes()))
     return [p.name for p in bad]
