@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import UserError
-from search.loop import SCHEDULES, Split, Task
+from search.loop import SCHEDULES, Decoding, Split, Task
 
 # ---------------------------------------------------------------- search-space dimensions (data)
 
@@ -185,6 +185,9 @@ class Budget:
     # Values every config the search tries trains with at this budget, unless --set pins the key; the
     # baseline is retrained without them, as the seeds ran it (e.g. shapes' generated training images).
     tuned_with: Mapping[str, Any] = field(default_factory=dict)
+    # Read each trial's last epoch every way the experiment's `decoding` offers and keep the best, instead
+    # of searching those keys (they change no training: a trial spent on each value is a trial lost).
+    choose_decoding: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,8 @@ class Experiment:
     # objective is too coarse early on (135-way top-1 after 2 epochs is near chance); None: the objective.
     # Trials are still reported, picked for retraining and judged on the objective.
     rank_metric: tuple[str, str] | None = None
+    # Keys that only change how a trained model is read, with the values a budget that chooses them tries.
+    decoding: Decoding | None = None
     budget_cpu: Budget = Budget(trials=12, max_epochs=8, grace_epochs=2)
     budget_gpu: Budget = Budget(trials=48, max_epochs=30, grace_epochs=4)
     # Named budgets `--budget NAME` picks instead of the hardware's (e.g. one sized to 90 minutes on a laptop).

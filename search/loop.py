@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -293,9 +294,51 @@ def predict(task: Task, model: nn.Module, data: Split, config: dict, precision: 
 
 def evaluate(task: Task, model: nn.Module, data: Split, config: dict, precision: str,
              prefix: str = "val_") -> dict[str, float]:
-    outputs = predict(task, model, data, config, precision)
+    return scores(task, predict(task, model, data, config, precision), data, config, prefix)
+
+
+def scores(task: Task, outputs: Any, data: Split, config: dict, prefix: str) -> dict[str, float]:
     metrics = {"loss": task.loss(outputs, data.y, config).item(), **task.metrics(outputs, data.y, config)}
     return {prefix + k: v for k, v in metrics.items()}
+
+
+DECODED = "decoded_"  # a history row's decoded_<key>: the decoding its validation metrics were read with
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Keys that change how a trained model is read, not how it trains (e.g. shapes' test-time
+    augmentation and joint decoding), with the values to try, the plain reading first. Rather than
+    spend trials on them, a search can read each trial's last epoch every way and keep the best
+    (`choose_decoding`). `forward`: keys the forward pass reads (each combination costs a pass over
+    the split); `outputs`: keys that only read its outputs (free once the outputs exist)."""
+    forward: Mapping[str, tuple] = field(default_factory=dict)
+    outputs: Mapping[str, tuple] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*self.forward, *self.outputs)
+
+
+def _combinations(options: Mapping[str, tuple]) -> list[dict[str, Any]]:
+    return [dict(zip(options, values, strict=True)) for values in itertools.product(*options.values())]
+
+
+def choose_decoding(task: Task, model: nn.Module, data: Split, config: dict, precision: str, decoding: Decoding,
+                    objective: tuple[str, str]) -> dict[str, Any]:
+    """The validation metrics of the decoding best on the objective, with its values as DECODED keys.
+    Ties keep the earlier combination: the plainer reading."""
+    metric, mode = objective
+    sign = 1.0 if mode == "max" else -1.0
+    best = None
+    for forward in _combinations(decoding.forward):
+        outputs = predict(task, model, data, {**config, **forward}, precision)
+        for read in _combinations(decoding.outputs):
+            chosen = {**forward, **read}
+            row = scores(task, outputs, data, {**config, **chosen}, "val_")
+            if best is None or sign * (row[metric] - best[metric]) > 0:
+                best = {**row, **{DECODED + k: v for k, v in chosen.items()}}
+    return best
 
 
 def _check_finite(row: dict[str, float]) -> None:
@@ -330,7 +373,7 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         objective: tuple[str, str] = ("val_acc", "max"),
         on_epoch: Callable[[dict[str, float], Callable[..., dict], bool], None] | None = None,
         state: dict | None = None, keep_best: bool = False, changes: Changes | None = None,
-        tracked: tuple[str, ...] = ()) -> FitResult:
+        tracked: tuple[str, ...] = (), decoding: Decoding | None = None) -> FitResult:
     """Train one configuration for config['epochs'] epochs, early-stopping on the objective (after
     config['patience'] epochs without a better value, under a constant learning rate only).
 
@@ -340,6 +383,8 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
     `changes` replays a schedule of hyperparameters (see `config_at`); each history row holds the
     values of the `tracked` keys that epoch ran with (a history restored from `state` keeps those of
     the run it came from, so it is the whole schedule of the weights trained).
+    With `decoding` and a validation split, the run's last epoch is scored with the decoding best on the
+    objective (`choose_decoding`), the others with the config's; every row names its decoding.
     """
     precision = resolve_precision(config["precision"], device)
     use_fast_convolutions(device)
@@ -394,16 +439,10 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         row["train_s"] = time.perf_counter() - t0
         if val is not None:
             row.update(evaluate(task, model, val, config, precision))
-        elapsed += time.perf_counter() - t0
-        row["time_s"] = elapsed
-        _check_finite(row)
-        result.history.append(row)
-        if metric in row and (result.best is None or sign * (row[metric] - result.best[metric]) > 0):
-            result.best, bad_epochs = row, 0
-            if keep_best:
-                best_weights = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
+            if decoding is not None:
+                row.update({DECODED + k: config[k] for k in decoding.keys})
+        improved = metric in row and (result.best is None or sign * (row[metric] - result.best[metric]) > 0)
+        bad_epochs = 0 if improved else bad_epochs + 1
         # Early stopping needs a validation split; without one (retraining) every epoch runs. It waits
         # for a plateau only under a constant rate: a decaying schedule gains most in its low-rate end,
         # which a plateau of the noisy top-1 would cut off (the seed's shapes config under a 40-epoch
@@ -411,6 +450,17 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         patience = config["patience"] if config.get("schedule", "constant") == "constant" else 0
         result.stopped_early = (val is not None and patience > 0 and bad_epochs >= patience
                                 and epoch < config["epochs"])
+        if decoding is not None and val is not None and (result.stopped_early or epoch == config["epochs"]):
+            row.update(choose_decoding(task, model, val, config, precision, decoding, objective))
+            improved = improved or (metric in row and sign * (row[metric] - result.best[metric]) > 0)
+        elapsed += time.perf_counter() - t0
+        row["time_s"] = elapsed
+        _check_finite(row)
+        result.history.append(row)
+        if improved:
+            result.best = row
+            if keep_best:
+                best_weights = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(row, checkpoint, result.stopped_early or epoch == config["epochs"])
         if result.stopped_early:

@@ -55,6 +55,9 @@ class Plan:
     rank_mode: str | None = None
     searched: list[str] | None = None  # keys this budget searches (None: every key of the space)
     tuned_with: dict = field(default_factory=dict)  # the budget's values for every searched config, not the baseline
+    # Each trial's last epoch is read every way the experiment's `decoding` offers, its keys not searched
+    # (a run written before this field searched them, or kept them at the baseline: False keeps that).
+    choose_decoding: bool = False
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -125,7 +128,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
               seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
               retrain_epochs: int | None = None, rank_on: str | None = None, full_space: bool = False,
               grace_epochs: int | None = None, budget_name: str | None = None,
-              retrain_minutes: float | None = None) -> Plan:
+              retrain_minutes: float | None = None, choose_decoding: bool | None = None) -> Plan:
     for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
                         ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs),
                         ("--grace-epochs", grace_epochs)):
@@ -187,6 +190,12 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     searched = plan.searched if plan.searched is not None else list(exp.space)
     plan.tuned_with = {} if smoke else {k: v for k, v in budget.tuned_with.items() if k not in searched}
+    if choose_decoding and exp.decoding is None:
+        raise UserError(f"--choose-decoding: {exp.name} declares no decoding keys (ways to read a trained model); "
+                        "drop the option")
+    plan.choose_decoding = bool(choose_decoding or (budget.choose_decoding and not smoke and exp.decoding))
+    if plan.choose_decoding:  # chosen per trial after training: searching them too would only spend trials
+        plan.searched = [k for k in searched if k not in exp.decoding.keys]
     smooth = exp.rank_metric if (rank_on or budget.rank_on) == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan

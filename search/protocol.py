@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from search.cli import DISK_FULL as DISK_FULL_ERRNOS
+from search.loop import DECODED
 
 # Reported by the trial with every epoch's metrics.
 FINISHED = "finished"  # True on the report that ends the trial by itself (all epochs, or its own patience)
@@ -43,6 +44,15 @@ def trained_schedule(row: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]
     if not isinstance(text, str) or not text:
         return []
     return [(int(first), values) for first, values in json.loads(text)]
+
+
+def chosen_decoding(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoding a trial's best epoch was read with, where the search chose it per trial (search/loop.py
+    choose_decoding): a trials.csv row's best_decoded_<key> values, typed as the key's default; {} where
+    the search did not choose it."""
+    prefix = f"best_{DECODED}"
+    chosen = {k[len(prefix):]: plain(v) for k, v in row.items() if k.startswith(prefix) and v == v}  # not NaN
+    return {k: type(defaults[k])(v) if k in defaults else v for k, v in chosen.items()}
 
 
 def trial_status(last: Mapping[str, Any], planned_epochs: int, stop_reason: Callable[[int], str], *,

@@ -27,6 +27,7 @@ from search.analyse import Run
 from search.config import UserError, format_config
 from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
 from search.io import read_json
+from search.loop import DECODED
 from search.markdown import md_table, shown
 from search.plan import cut_to_plan
 from search.plots import FIGURES
@@ -152,12 +153,14 @@ def best_configs_section(run: Run, exp: Experiment, space: dict[str, Dim], basel
         return "## Best configurations\n\nNo trial reported a value.\n"
     extra = [c for c in (f"best_{m.replace('test_', 'val_')}" for m in exp.report_metrics) if c in top
              and c != f"best_{run.objective}"]
+    decoded = [c for c in top if c.startswith(f"best_{DECODED}")]  # a decoding chosen per trial, not searched
     frame = pd.DataFrame({"": ["status", "epochs run", "best epoch", f"best {run.objective}",
-                               *[c.replace("best_", "best ") for c in extra], *space]})
+                               *[c.replace("best_", "best ") for c in extra], *space,
+                               *[c.replace(f"best_{DECODED}", "read with ") for c in decoded]]})
     for _, r in top.iterrows():
         tag = r["trial_id"] + (f" ({_warm_name(run)})" if r["trial_id"] == baseline_id else "")
         frame[tag] = [r["status"], int(r["epochs_run"]), int(r["best_epoch"]), _fmt(r[f"best_{run.objective}"]),
-                      *[_fmt(r[c]) for c in extra], *[_fmt(r[k]) for k in space]]
+                      *[_fmt(r[c]) for c in extra], *[_fmt(r[k]) for k in space], *[_fmt(r[c]) for c in decoded]]
     note = "" if baseline_id is None or baseline_id in set(top["trial_id"]) else (
         f"The {_warm_name(run)} (warm-start trial {baseline_id}) is not among them.\n")
     return ("## Best configurations\n\nThe five best trials by their best epoch on the validation split, "

@@ -81,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-on", choices=("smooth", "objective"),
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
                    "declares one, or the objective (default: the budget's, smooth unless the budget says)")
+    p.add_argument("--choose-decoding", action="store_true", default=None,
+                   help="read each trial's last epoch every way the experiment offers (shapes: tta, joint_decode) "
+                   "and keep the best, instead of searching those keys (default: the budget's, e.g. --budget 90min)")
     p.add_argument("--full-space", action="store_true",
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
     p.add_argument("--max-failures", type=int, default=2,
@@ -301,7 +304,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
                          max_failures=args.max_failures, scheduler=args.scheduler,
                          retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space,
                          grace_epochs=args.grace_epochs, budget_name=args.budget,
-                         retrain_minutes=args.retrain_minutes)
+                         retrain_minutes=args.retrain_minutes, choose_decoding=args.choose_decoding)
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

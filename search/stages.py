@@ -228,6 +228,10 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         say(f"why: {plan.why}")
     if ctx.record.tuned_with:
         say(f"every trial and tuned config trains with {format_config(ctx.record.tuned_with)}; the baseline without")
+    if plan.choose_decoding:
+        options = {**exp.decoding.forward, **exp.decoding.outputs}
+        say("each trial's last epoch is read every way and the best kept, not searched: "
+            + "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in options.items()))
     if retrain:
         say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
             f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "

@@ -24,7 +24,7 @@ from ray import tune
 
 from search import experiments, faults, tail_resources
 from search import storage as trial_storage
-from search.loop import NonFiniteError, Split, changes_of, fit
+from search.loop import Decoding, NonFiniteError, Split, changes_of, fit
 from search.protocol import CHANGES, FINISHED, HISTORY_FILE, NODE
 
 STATE_FILE = "state.pt"
@@ -137,13 +137,14 @@ def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirect
 
 def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], train: Split, val: Split,
               marker_dir: str | None = None, tail_dir: str | None = None, tracked: tuple[str, ...] = (),
-              checkpoint_share: float | None = CHECKPOINT_SHARE) -> None:
+              checkpoint_share: float | None = CHECKPOINT_SHARE, decoding: Decoding | None = None) -> None:
     """Only the search splits reach a trial: the held-out split stays with the driver. With
     `tail_dir`, the trial takes more torch threads when the driver says slots idle (search/tail_resources.py).
     With `tracked` (a scheduler that changes configs mid-run: Population Based Training), each epoch's
     row holds the values of those keys and, as CHANGES, the whole schedule its weights were trained
     with, inherited from the trials it was cloned from (retraining replays it). `checkpoint_share`:
-    see CheckpointClock."""
+    see CheckpointClock. `decoding`: read the trial's last epoch every way it offers and report the best
+    (search/loop.py choose_decoding)."""
     exp = experiments.get(experiment)
     config = {**base, **params}
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -192,7 +193,7 @@ def run_trial(params: dict[str, Any], *, experiment: str, base: dict[str, Any], 
                                  start_epoch=state["epoch"] + 1 if state else 1, trial=faults.trial_key(config))
     try:
         fit(task, config, train, val, device=device, objective=(exp.objective, exp.mode),
-            on_epoch=report, state=state, tracked=tracked)
+            on_epoch=report, state=state, tracked=tracked, decoding=decoding)
     except NonFiniteError as e:
         trial_storage.write_text(diverged, str(e))
         raise

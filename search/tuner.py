@@ -97,7 +97,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                              marker_dir=trial_storage.join(tune_uri if storage else str(run_dir), DIVERGED),
                              tail_dir=str(run_dir) if plan.grow_tail else None,
                              tracked=tuple(space) if scheduler.changes_config else (),
-                             checkpoint_share=scheduler.checkpoint_share),
+                             checkpoint_share=scheduler.checkpoint_share,
+                             decoding=exp.decoding if plan.choose_decoding else None),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,

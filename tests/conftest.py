@@ -86,7 +86,8 @@ def generated_cache(tmp_path_factory) -> Path:
     return cache
 
 
-SMOKE_ARGS = ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2", "--seeds", "2"]
+# --choose-decoding: the runs shared by the retrain, report and analysis tests read each trial every way
+SMOKE_ARGS = ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2", "--seeds", "2", "--choose-decoding"]
 
 
 @pytest.fixture(scope="session")

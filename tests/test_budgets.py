@@ -27,10 +27,23 @@ def test_the_90_minute_budget_sizes_the_whole_run():
     assert (named.retrain_seeds, named.retrain_epochs) == (3, budget.max_epochs)  # retrained as searched
     assert named.subset is None and default.subset == CPU_SEARCH_SUBSET  # trials see the whole split
     assert named.time_budget_min == budget.time_budget_min and default.time_budget_min is None
-    assert (named.rank_metric, named.rank_mode) == ("val_acc", "max")  # joint_decode moves top-1, not the NLL
-    assert (default.rank_metric, default.rank_mode) == ("val_rank_loss", "min")
-    assert {"tta", "joint_decode"} <= set(named.searched) and "tta" not in default.searched
+    assert (named.rank_metric, named.rank_mode) == (default.rank_metric, default.rank_mode) == ("val_rank_loss", "min")
+    assert named.searched == default.searched == ["lr", "schedule", "dropout", "weight_decay", "lambda_cnt"]
+    assert named.choose_decoding and not default.choose_decoding  # the decoding is chosen per trial, not searched
     assert named.budget == "90min" and default.budget is None and named.why == budget.why
+
+
+@pytest.mark.parametrize("options", [dict(full_space=True), dict(smoke=True)])
+def test_a_budget_that_chooses_the_decoding_never_also_searches_it(options):
+    """--full-space would search every key: the decoding keys stay chosen per trial, not searched too;
+    a smoke run is a smoke run (its whole space, nothing chosen)."""
+    p = plan("90min", **options)
+    decoding = set(shapes.EXPERIMENT.decoding.keys)
+    if options.get("smoke"):
+        assert not p.choose_decoding and p.searched is None
+    else:
+        assert p.choose_decoding and p.searched and not decoding & set(p.searched)
+        assert set(p.searched) == set(shapes.EXPERIMENT.space) - decoding
 
 
 def test_retrain_epochs_fitted_to_minutes():

@@ -17,7 +17,7 @@ from torch import nn
 from datasets.shapes import KINDS, decode, encode
 from datasets.shapes_generator import generate
 from search.experiments.shapes import DEFAULTS, ShapesTask, counts_to_class, macro_f1
-from search.loop import NonFiniteError, Split, fit, predict
+from search.loop import Decoding, NonFiniteError, Split, choose_decoding, evaluate, fit, predict
 
 CPU = torch.device("cpu")
 TASK = ShapesTask()
@@ -231,6 +231,81 @@ def test_non_finite_metric_raises_naming_it(stub_data, bad):
         fit(task, {**STUB_CONFIG, "epochs": 3}, *stub_data, device=CPU)
     assert "val_acc" in str(info.value) and "epoch 2" in str(info.value)
     assert "train_loss" not in str(info.value)  # only the bad value is named
+
+
+class ReadTask(ScriptedTask):
+    """Its validation accuracy depends on how the model is read: `view`, a key of the forward pass (each
+    pass is logged), and `shift`, read off the outputs. The plain reading (0, 0) follows the script."""
+
+    READ = {(0, 1.0): 0.6, (1, 0.0): 0.7, (1, 1.0): 0.7}
+
+    def __init__(self, accs):
+        super().__init__(accs)
+        self.passes = []
+
+    def eval_forward(self, model, x, config):
+        self.passes.append(config["view"])
+        return model(x)
+
+    def metrics(self, outputs, y, config):
+        read = (config["view"], config["shift"])
+        return {"acc": self.READ[read]} if read in self.READ else super().metrics(outputs, y, config)
+
+
+READINGS = Decoding(forward={"view": (0, 1)}, outputs={"shift": (0.0, 1.0)})
+READ_CONFIG = {**STUB_CONFIG, "view": 0, "shift": 0.0, "patience": 0}
+
+
+def test_choose_decoding_reads_every_way_with_one_pass_per_forward_value(stub_data):
+    task, model = ReadTask([0.5]), nn.Linear(4, 1)
+    best = choose_decoding(task, model, stub_data[1], READ_CONFIG, "fp32", READINGS, ("val_acc", "max"))
+    assert task.passes == [0, 1]  # the outputs are read both ways from one pass
+    # (1, 0.0) and (1, 1.0) tie at 0.7: the earlier, plainer reading is kept
+    assert (best["val_acc"], best["decoded_view"], best["decoded_shift"]) == (0.7, 1, 0.0)
+    worst = choose_decoding(ReadTask([0.5]), model, stub_data[1], READ_CONFIG, "fp32", READINGS, ("val_acc", "min"))
+    assert (worst["val_acc"], worst["decoded_view"], worst["decoded_shift"]) == (0.5, 0, 0.0)
+
+
+@pytest.mark.parametrize("schedule, accs, epochs", [
+    ("cosine", [0.5, 0.55, 0.4, 0.4], 3),  # its planned end
+    ("constant", [0.5, 0.4, 0.3, 0.3], 3),  # patience 2 ends it at epoch 3
+])
+def test_a_runs_last_epoch_is_scored_with_its_best_decoding_and_each_row_names_its_own(stub_data, schedule, accs,
+                                                                                      epochs):
+    task = ReadTask(accs)
+    config = {**READ_CONFIG, "schedule": schedule, "epochs": 3 if schedule == "cosine" else 8, "patience": 2}
+    lasts = []
+    result = fit(task, config, *stub_data, device=CPU, decoding=READINGS,
+                 on_epoch=lambda row, _, last: lasts.append(last))
+    assert len(result.history) == epochs and lasts == [False] * (epochs - 1) + [True]
+    assert task.passes == [0] * epochs + [0, 1]  # one plain pass an epoch, then the last one read every way
+    *earlier, last = result.history
+    assert all((r["decoded_view"], r["decoded_shift"]) == (0, 0.0) for r in earlier)
+    assert [r["val_acc"] for r in earlier] == accs[:epochs - 1]
+    assert (last["val_acc"], last["decoded_view"], last["decoded_shift"]) == (0.7, 1, 0.0)
+    assert result.best is last  # better than any epoch read plainly
+
+
+def test_no_decoding_without_a_validation_split(stub_data):
+    task = ReadTask([])
+    result = fit(task, {**READ_CONFIG, "epochs": 2}, stub_data[0], None, device=CPU, decoding=READINGS)
+    assert task.passes == [] and all("decoded_view" not in r for r in result.history)
+
+
+def test_shapes_last_epoch_scores_are_the_chosen_readings_own(data):
+    """On the real task: the last row's metrics are exactly evaluate() with the decoding it names, and
+    at least as good as the plain reading's."""
+    from search.experiments.shapes import EXPERIMENT
+
+    train, val = small(data, 128)
+    config = {**BASE, "epochs": 2}
+    result = fit(TASK, config, train, val, device=CPU, decoding=EXPERIMENT.decoding)
+    last = result.history[-1]
+    chosen = {k: last["decoded_" + k] for k in EXPERIMENT.decoding.keys}
+    assert chosen["tta"] in (0, 1) and chosen["joint_decode"] in EXPERIMENT.decoding.outputs["joint_decode"]
+    scored = evaluate(TASK, result.model, val, {**config, **chosen}, "fp32")
+    assert scored == {k: last[k] for k in scored}
+    assert last["val_acc"] >= evaluate(TASK, result.model, val, config, "fp32")["val_acc"]
 
 
 def test_no_validation_split(stub_data):

@@ -40,6 +40,31 @@ def test_retrain_table_has_top_k_plus_baseline_times_seeds(smoke_run):
     assert base["config_lr"] == 1e-3 and base["config_dropout"] == 0.5 and base["config_weight_decay"] == 0.0
 
 
+def test_a_search_that_chooses_the_decoding_retrains_each_config_read_as_its_trial_was(smoke_run):
+    """The smoke run chooses the decoding (--choose-decoding): tta and joint_decode are not searched, every
+    trial's last epoch names the reading it was scored with, and best_config.json, the retrained tuned
+    configs and the report carry it; the baseline keeps the seeds' single plain pass."""
+    _, run_dir = smoke_run
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["plan"]["choose_decoding"] and not {"tta", "joint_decode"} & set(info["searched"])
+    trials = pd.read_csv(run_dir / "trials.csv").set_index("trial_id")
+    reported = trials[trials["status"] != "failed"]
+    assert reported["best_decoded_tta"].isin([0, 1]).all()
+    assert reported["best_decoded_joint_decode"].isin(exp.decoding.outputs["joint_decode"]).all()
+    best = json.loads((run_dir / "best_config.json").read_text())
+    assert best["config"]["tta"] == trials.loc[best["trial_id"], "best_decoded_tta"]
+    assert best["config"]["joint_decode"] == trials.loc[best["trial_id"], "best_decoded_joint_decode"]
+    table = pd.read_csv(run_dir / "retrain.csv")
+    for _, run in table.iterrows():
+        if run["label"] == "baseline":
+            assert (run["config_tta"], run["config_joint_decode"]) == (exp.defaults["tta"], exp.defaults["joint_decode"])
+        else:
+            trial = trials.loc[run["trial_id"]]
+            assert run["config_tta"] == trial["best_decoded_tta"]
+            assert run["config_joint_decode"] == trial["best_decoded_joint_decode"]
+    assert "| read with tta |" in (run_dir / "report.md").read_text()
+
+
 def test_weights_load_safely_and_reproduce_the_score(smoke_run):
     _, run_dir = smoke_run
     table = pd.read_csv(run_dir / "retrain.csv")

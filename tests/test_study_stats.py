@@ -143,6 +143,25 @@ def test_a_pbt_trial_is_retrained_as_the_schedule_its_weights_had():
     assert (config["lr"], config["dropout"]) == (2e-3, 0.3) and changes == [(5, {"lr": 4e-4})]
 
 
+def test_a_trial_is_retrained_read_as_its_best_epoch_was_scored():
+    """Where the search chose the decoding per trial, a trials.csv row's best_decoded_<key> columns name
+    it; its retraining is read the same way (typed as the defaults: tta an int), and a trial without
+    them (stopped before its last epoch) keeps its config's reading."""
+    from search import experiments
+
+    exp = experiments.get("shapes")
+    searched = ["lr", "dropout"]
+    base = {**exp.defaults}
+    trials = pd.DataFrame([
+        {**base, "lr": 3e-3, "trial_id": "a", "status": "completed", "best_val_acc": 0.9,
+         "best_decoded_tta": 1.0, "best_decoded_joint_decode": 0.75},
+        {**base, "lr": 2e-3, "trial_id": "b", "status": "stopped", "best_val_acc": 0.8,
+         "best_decoded_tta": float("nan"), "best_decoded_joint_decode": float("nan")}])
+    (_, decoded, _), (_, plain_read, _) = retraining.top_configs(trials, exp, searched, 3, base)
+    assert (decoded["tta"], decoded["joint_decode"]) == (1, 0.75) and type(decoded["tta"]) is int
+    assert (plain_read["tta"], plain_read["joint_decode"]) == (base["tta"], base["joint_decode"])
+
+
 def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):
     job = retraining.Job("top1", {"lr": 1e-3, "seed": 1000}, 1000, "t")
     assert not retraining.done_before(tmp_path, job)
