@@ -319,6 +319,15 @@ class Decoding:
     def keys(self) -> tuple[str, ...]:
         return (*self.forward, *self.outputs)
 
+    def options(self) -> dict[str, tuple]:
+        return {**self.forward, **self.outputs}
+
+    def unpinned(self, pinned: Mapping[str, Any]) -> Decoding | None:
+        """Without the keys `--set` pinned (they keep their value); None when none is left to choose."""
+        forward = {k: v for k, v in self.forward.items() if k not in pinned}
+        outputs = {k: v for k, v in self.outputs.items() if k not in pinned}
+        return Decoding(forward, outputs) if forward or outputs else None
+
 
 def _combinations(options: Mapping[str, tuple]) -> list[dict[str, Any]]:
     return [dict(zip(options, values, strict=True)) for values in itertools.product(*options.values())]
@@ -427,6 +436,9 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         return copy.deepcopy(state) if snapshot else state
 
+    def better(row: dict) -> bool:
+        return metric in row and (result.best is None or sign * (row[metric] - result.best[metric]) > 0)
+
     for epoch in range(first_epoch, config["epochs"] + 1):
         t0 = time.perf_counter()
         if changes:
@@ -441,8 +453,8 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
             row.update(evaluate(task, model, val, config, precision))
             if decoding is not None:
                 row.update({DECODED + k: config[k] for k in decoding.keys})
-        improved = metric in row and (result.best is None or sign * (row[metric] - result.best[metric]) > 0)
-        bad_epochs = 0 if improved else bad_epochs + 1
+        _check_finite(row)  # a diverged run is not read every way first
+        bad_epochs = 0 if better(row) else bad_epochs + 1  # patience counts the plain reading's epochs
         # Early stopping needs a validation split; without one (retraining) every epoch runs. It waits
         # for a plateau only under a constant rate: a decaying schedule gains most in its low-rate end,
         # which a plateau of the noisy top-1 would cut off (the seed's shapes config under a 40-epoch
@@ -451,13 +463,12 @@ def fit(task: Task, config: dict, train: Split, val: Split | None, *, device: to
         result.stopped_early = (val is not None and patience > 0 and bad_epochs >= patience
                                 and epoch < config["epochs"])
         if decoding is not None and val is not None and (result.stopped_early or epoch == config["epochs"]):
+            # every metric of the row, the ranking metric's too, is now the chosen reading's
             row.update(choose_decoding(task, model, val, config, precision, decoding, objective))
-            improved = improved or (metric in row and sign * (row[metric] - result.best[metric]) > 0)
         elapsed += time.perf_counter() - t0
         row["time_s"] = elapsed
-        _check_finite(row)
         result.history.append(row)
-        if improved:
+        if better(row):
             result.best = row
             if keep_best:
                 best_weights = copy.deepcopy(model.state_dict())

@@ -227,7 +227,8 @@ def retrain(run_dir: Path, record: RunRecord, data: Data, *, top_k: int, seeds: 
              f"scored on the {len(data.test)} held-out")
     for label in labels:
         job = next(j for j in jobs if j.label == label)
-        print_fn(f"  {label:<8} {format_config(job.config, [*record.searched, *record.tuned_with])}")
+        shown = [*record.searched, *record.tuned_with, *(exp.decoding.keys if record.plan.choose_decoding else ())]
+        print_fn(f"  {label:<8} {format_config(job.config, shown)}")
         for first, values in job.changes or ():  # a replayed schedule (Population Based Training)
             print_fn(f"  {'':<8} from epoch {first}: {format_config(values, list(values))}")
     run_jobs(run_dir, exp, jobs, data, cpus, gpus, print_fn)

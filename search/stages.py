@@ -36,9 +36,9 @@ from search import report as report_md
 from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
 from search.io import read_csv
-from search.loop import images_per_second
+from search.loop import Decoding, images_per_second
 from search.plan import Hardware, Plan, cut_to_plan, estimate_minutes, fitted_retrain_epochs
-from search.protocol import STATUSES
+from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord
 from search.tables import best_trial
 from search.trial import trial_device
@@ -215,6 +215,11 @@ def measured_throughput(exp: Experiment, config: dict, x, y, plan: Plan, local: 
     return ray.get(task.remote(exp.name, config, x, y, plan.cpus_per_trial))
 
 
+def trial_readings(ctx: RunContext) -> Decoding | None:
+    """The ways each trial's last epoch is read where the plan chooses its decoding (a pinned key keeps its value)."""
+    return ctx.exp.decoding.unpinned(ctx.record.pinned) if ctx.plan.choose_decoding else None
+
+
 def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None:
     exp, plan, data, say = ctx.exp, ctx.plan, ctx.data, ctx.print
     say(f"{exp.name}: {exp.summary}")
@@ -228,10 +233,10 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         say(f"why: {plan.why}")
     if ctx.record.tuned_with:
         say(f"every trial and tuned config trains with {format_config(ctx.record.tuned_with)}; the baseline without")
-    if plan.choose_decoding:
-        options = {**exp.decoding.forward, **exp.decoding.outputs}
+    decoding = trial_readings(ctx)
+    if decoding is not None:
         say("each trial's last epoch is read every way and the best kept, not searched: "
-            + "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in options.items()))
+            + "; ".join(f"{k} {', '.join(f'{v:g}' for v in values)}" for k, values in decoding.options().items()))
     if retrain:
         say(f"then: retrain the best {plan.retrain_top_k} config{'s' if plan.retrain_top_k > 1 else ''} and "
             f"the baseline on {plan.retrain_seeds} fresh seeds, {plan.retrain_epochs} epochs each, on "
@@ -257,7 +262,7 @@ def search(ctx: RunContext) -> bool:
     record = ctx.record
     grid = run_search(ctx.exp, ctx.data, record.base_config, ctx.space, plan, ctx.run_dir,
                       seed=record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior,
-                      tune_round=record.rounds)
+                      tune_round=record.rounds, decoding=trial_readings(ctx))
     if plan.time_budget_min and not reported_any(ctx.run_dir / "trials.csv", ctx.exp.objective):
         raise UserError(f"the time budget ({plan.time_budget_min:g} min) ended the search before any trial "
                         "reported an epoch; give a larger --time-budget")
@@ -286,8 +291,10 @@ def summarise(ctx: RunContext) -> None:
     ended = not counts.get("running") and ctx.record.search_done
     ctx.print(f"search {'done' if ended else 'stopped'}: {len(trials)} trials ({shown})")
     if best is not None:
+        read = chosen_decoding(best, ctx.exp.defaults)
         ctx.print(f"best: {objective} {best[f'best_{objective}']:.4f} ({best['trial_id']}, epoch "
-                  f"{int(best['best_epoch'])}): {format_config(best, ctx.record.searched)}")
+                  f"{int(best['best_epoch'])}): {format_config(best, ctx.record.searched)}"
+                  + (f"; read with {format_config(read, list(read))}" if read else ""))
 
 
 # ----------------------------------------------------------------------------- retrain and report

@@ -21,6 +21,7 @@ from search import ray_state, schedulers, tables, tail_resources
 from search import storage as trial_storage
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
+from search.loop import Decoding
 from search.plan import Plan
 from search.progress import Progress
 from search.searcher import make_searcher, to_tune
@@ -81,8 +82,10 @@ def quiet() -> None:
 
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
                run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
-               print_fn=None, prior: list | None = None, tune_round: int = 1) -> tune.ResultGrid:
-    """Run round `tune_round` of the search (1, or a growth: `--resume --trials N`), or continue it."""
+               print_fn=None, prior: list | None = None, tune_round: int = 1,
+               decoding: Decoding | None = None) -> tune.ResultGrid:
+    """Run round `tune_round` of the search (1, or a growth: `--resume --trials N`), or continue it.
+    `decoding`: the ways each trial's last epoch is read, the best kept (search/loop.py choose_decoding)."""
     storage_path, name = tune_location(run_dir, storage, tune_round)
     tune_uri = trial_storage.join(storage_path, name)  # a local path unless --storage is a URI
     tune_dir = readable(tune_uri, run_dir)
@@ -98,7 +101,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                              tail_dir=str(run_dir) if plan.grow_tail else None,
                              tracked=tuple(space) if scheduler.changes_config else (),
                              checkpoint_share=scheduler.checkpoint_share,
-                             decoding=exp.decoding if plan.choose_decoding else None),
+                             decoding=decoding),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})  # always a CPU share, even with a GPU
     progress = Progress(run_dir, tune_dir, base, list(space), exp.objective, exp.mode, plan.trials, scheduler,
                         print_fn, tail=(plan.cpus_per_trial, plan.concurrency) if plan.grow_tail else None,

@@ -87,7 +87,8 @@ def generated_cache(tmp_path_factory) -> Path:
 
 
 # --choose-decoding: the runs shared by the retrain, report and analysis tests read each trial every way
-SMOKE_ARGS = ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2", "--seeds", "2", "--choose-decoding"]
+SMOKE_ARGS = ["shapes", "--smoke", "--trials", "4", "--max-epochs", "1", "--top-k", "2", "--seeds", "2",
+              "--choose-decoding"]
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,9 @@ def test_the_90_minute_budget_sizes_the_whole_run():
     assert (named.rank_metric, named.rank_mode) == (default.rank_metric, default.rank_mode) == ("val_rank_loss", "min")
     assert named.searched == default.searched == ["lr", "schedule", "dropout", "weight_decay", "lambda_cnt"]
     assert named.choose_decoding and not default.choose_decoding  # the decoding is chosen per trial, not searched
+    gpu = make_plan(shapes.EXPERIMENT, Hardware(cpus=8, gpus=1), trials=None, max_epochs=None, time_budget_min=None,
+                    concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False)
+    assert gpu.choose_decoding and set(gpu.searched) == set(shapes.EXPERIMENT.space) - {"tta", "joint_decode"}
     assert named.budget == "90min" and default.budget is None and named.why == budget.why
 
 

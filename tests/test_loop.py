@@ -286,6 +286,21 @@ def test_a_runs_last_epoch_is_scored_with_its_best_decoding_and_each_row_names_i
     assert result.best is last  # better than any epoch read plainly
 
 
+def test_a_pinned_key_is_never_chosen_for_it():
+    """`--set view=1` pins it: the trials are read only the ways left (or plainly, where none is)."""
+    from types import SimpleNamespace
+
+    from search.stages import trial_readings
+
+    assert READINGS.unpinned({"view": 1, "lr": 0.1}) == Decoding(forward={}, outputs={"shift": (0.0, 1.0)})
+    assert READINGS.unpinned({"view": 1, "shift": 0.0}) is None
+    ctx = lambda choose, pinned: SimpleNamespace(exp=SimpleNamespace(decoding=READINGS),  # noqa: E731
+                                                 plan=SimpleNamespace(choose_decoding=choose),
+                                                 record=SimpleNamespace(pinned=pinned))
+    assert trial_readings(ctx(True, {"shift": 1.0})).keys == ("view",)
+    assert trial_readings(ctx(False, {})) is None
+
+
 def test_no_decoding_without_a_validation_split(stub_data):
     task = ReadTask([])
     result = fit(task, {**READ_CONFIG, "epochs": 2}, stub_data[0], None, device=CPU, decoding=READINGS)

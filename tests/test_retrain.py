@@ -57,7 +57,8 @@ def test_a_search_that_chooses_the_decoding_retrains_each_config_read_as_its_tri
     table = pd.read_csv(run_dir / "retrain.csv")
     for _, run in table.iterrows():
         if run["label"] == "baseline":
-            assert (run["config_tta"], run["config_joint_decode"]) == (exp.defaults["tta"], exp.defaults["joint_decode"])
+            assert (run["config_tta"], run["config_joint_decode"]) == (exp.defaults["tta"],
+                                                                        exp.defaults["joint_decode"])
         else:
             trial = trials.loc[run["trial_id"]]
             assert run["config_tta"] == trial["best_decoded_tta"]

@@ -155,11 +155,16 @@ def test_a_trial_is_retrained_read_as_its_best_epoch_was_scored():
     trials = pd.DataFrame([
         {**base, "lr": 3e-3, "trial_id": "a", "status": "completed", "best_val_acc": 0.9,
          "best_decoded_tta": 1.0, "best_decoded_joint_decode": 0.75},
+        # stopped before its last epoch: every row names the plain reading
         {**base, "lr": 2e-3, "trial_id": "b", "status": "stopped", "best_val_acc": 0.8,
+         "best_decoded_tta": 0.0, "best_decoded_joint_decode": 0.0},
+        # a trial of an earlier round of a grown run, which did not choose: no value
+        {**base, "lr": 5e-4, "trial_id": "c", "status": "completed", "best_val_acc": 0.7, "tta": 1,
          "best_decoded_tta": float("nan"), "best_decoded_joint_decode": float("nan")}])
-    (_, decoded, _), (_, plain_read, _) = retraining.top_configs(trials, exp, searched, 3, base)
+    (_, decoded, _), (_, plain_read, _), (_, own, _) = retraining.top_configs(trials, exp, searched, 3, base)
     assert (decoded["tta"], decoded["joint_decode"]) == (1, 0.75) and type(decoded["tta"]) is int
-    assert (plain_read["tta"], plain_read["joint_decode"]) == (base["tta"], base["joint_decode"])
+    assert (plain_read["tta"], plain_read["joint_decode"]) == (0, 0.0) and type(plain_read["tta"]) is int
+    assert own["tta"] == 1  # its own config's
 
 
 def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):
