@@ -315,12 +315,12 @@ class Decoding:
     forward: Mapping[str, tuple] = field(default_factory=dict)
     outputs: Mapping[str, tuple] = field(default_factory=dict)
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return (*self.forward, *self.outputs)
-
     def options(self) -> dict[str, tuple]:
         return {**self.forward, **self.outputs}
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.options())
 
     def unpinned(self, pinned: Mapping[str, Any]) -> Decoding | None:
         """Without the keys `--set` pinned (they keep their value); None when none is left to choose."""

@@ -17,7 +17,7 @@ from ray.tune import Callback
 from search import ray_state, tables, tail_resources
 from search.config import format_config
 from search.io import write_csv, write_json
-from search.protocol import DISK_FULL, chosen_decoding, error_line, plain, trial_status
+from search.protocol import DISK_FULL, error_line, plain, trial_config, trial_status
 from search.schedulers import Scheduler
 from search.trial import STATE_FILE
 
@@ -152,7 +152,7 @@ class Progress(Callback):
             write_csv(self.run_dir / "history.csv", history)
             best = tables.best_trial(trials, self.objective, self.mode)
             if best is not None:
-                config = {**{k: plain(best[k]) for k in self.base}, **chosen_decoding(best, self.base)}
+                config = trial_config(best, self.base)
                 write_json(self.run_dir / "best_config.json", {
                     "trial_id": best["trial_id"], self.objective: plain(best[f"best_{self.objective}"]),
                     "epoch": plain(best["best_epoch"]), "config": config})

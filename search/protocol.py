@@ -55,6 +55,13 @@ def chosen_decoding(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
     return {k: type(defaults[k])(v) if k in defaults else v for k, v in chosen.items()}
 
 
+def trial_config(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The config a trials.csv row's best epoch was trained and read with: its params (a key the
+    experiment gained after the run takes its default), then the decoding chosen for it, if any."""
+    config = {k: plain(row[k]) if k in row else v for k, v in defaults.items()}
+    return {**config, **chosen_decoding(row, defaults)}
+
+
 def trial_status(last: Mapping[str, Any], planned_epochs: int, stop_reason: Callable[[int], str], *,
                  failed_with: str | None = None, running: bool = False,
                  recovered_from: str | None = None) -> tuple[str, str | None]:

@@ -29,7 +29,7 @@ from search.config import UserError, format_config
 from search.experiment import Data, Experiment, matches, warm_start
 from search.io import read_csv, read_json, write_csv, write_json
 from search.loop import Changes, evaluate, fit, resolve_precision, stretch
-from search.protocol import chosen_decoding, plain, trained_schedule
+from search.protocol import trained_schedule, trial_config
 from search.record import RunRecord
 from search.stats import BASELINE, verdict, verdict_sentence
 from search.tables import best_trial
@@ -62,9 +62,7 @@ def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: i
     baseline = warm_start(dict(base), {c: exp.space[c] for c in searched}) if base is not None else None
     picked, seen = [], set()
     for _, row in ok.iterrows():
-        # a key the experiment gained after the run (e.g. `schedule`) takes its default
-        config = {c: plain(row[c]) if c in row else exp.defaults[c] for c in exp.defaults}
-        config.update(chosen_decoding(row, exp.defaults))  # the reading its best epoch was scored with
+        config = trial_config(row, exp.defaults)
         schedule = trained_schedule(row)
         if schedule:
             config.update(schedule[0][1])
