@@ -23,6 +23,7 @@ NODE = "node"  # the Ray node that ran the trial (a trials.csv column): a cluste
 CHANGES = "config_changes"
 # Beside the state in every trial checkpoint: the rows of its history (written by the trial, read by the tables).
 HISTORY_FILE = "history.json"
+ENDED_FILE = "ended"  # in the checkpoint of a trial's last epoch, which holds its history but no weights
 
 # Keys Ray adds to every result: bookkeeping, not metrics of ours.
 RAY_KEYS = {

@@ -5,21 +5,33 @@ folder under its temp dir, each file written whole and then renamed, and copies 
 the run's tune/ with pyarrow, which empties each file before writing it. A kill -9 during that copy
 leaves files in tune/ cut short. Ray's restore then fails, logs it (below what we show), and starts
 the experiment over with a searcher that has no search space: the resume died with "no search
-space has been defined" (seen once, under load, in the suite's kill -9 test). The staging folder
-survives a kill on the same machine and its files are whole: they replace tune/'s that are not.
+space has been defined" (seen once, under load, in the suite's kill -9 test). The same copy carries
+each trial's params.json and result.json: a kill during it left a finished trial's params.json
+empty, and the trial vanished from trials.csv on resume (CI, stop 26). The staging folder survives a
+kill on the same machine and its files are whole: they replace tune/'s that are not.
+
+Ray keeps one checkpoint per trial here (CheckpointConfig(num_to_keep=1)): it deletes the older one
+as it registers the newer, and saves the state naming the newer a moment later. A kill -9 in
+between leaves a state naming a checkpoint that is gone, and Ray fails that trial on resume ("Could
+not recover from checkpoint as it does not exist on storage anymore"). `refill_lost_checkpoints`
+puts the trial's newest checkpoint where the state looks for it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 from datasets.files import atomic_write
 from search.config import UserError
+from search.tables import TRIAL_DIR
 
 # The files of one save, newest by name (they are named after the Ray session that wrote them).
 PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "callback-states-*.pkl")
 STAGING_RECORD = "ray_staging.txt"  # in the run folder: where this session's Ray stages the state
+TRIAL_FILES = ("params.json", "result.json")  # what search/tables.py reads in each trial's folder
 
 
 def record_staging(run_dir: Path, staging: Path) -> None:
@@ -45,19 +57,61 @@ def whole(path: Path) -> bool:
     return True
 
 
+def whole_lines(path: Path) -> bool:
+    """JSON lines (Ray's result.json: one object per epoch), each whole, the last one ended."""
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        return False
+    try:
+        for line in data.splitlines():
+            json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def whole_trial_file(path: Path) -> bool:
+    return path.is_file() and (whole_lines(path) if path.name == "result.json" else whole(path))
+
+
 def cut_short(folder: Path) -> list[Path]:
     return [p for p in (newest(folder, pattern) for pattern in PATTERNS) if p is not None and not whole(p)]
 
 
+def staging_of(run_dir: Path) -> Path | None:
+    record = Path(run_dir) / STAGING_RECORD
+    return Path(record.read_text().strip()) if record.is_file() else None
+
+
 def repair(tune_dir: Path, run_dir: Path) -> list[str]:
     """The names of the files of tune/ that were cut short and are now the staging folder's whole
-    copies (the whole save, so that they match each other); [] when nothing was cut short."""
+    copies; [] when nothing was cut short."""
+    return repair_state(tune_dir, staging_of(run_dir)) + repair_trials(tune_dir, staging_of(run_dir))
+
+
+def repair_trials(tune_dir: Path, staging: Path | None) -> list[str]:
+    """Each trial folder's TRIAL_FILES that are missing or cut short in tune/, copied whole from the
+    staging folder where it has them. Without a copy, search/tables.py reads what is left."""
+    if staging is None or not staging.is_dir():
+        return []
+    repaired = []
+    for folder in sorted(p for p in tune_dir.iterdir() if p.is_dir() and (staging / p.name).is_dir()):
+        for name in TRIAL_FILES:
+            source, target = staging / folder.name / name, folder / name
+            if not whole_trial_file(target) and whole_trial_file(source):
+                atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
+                trial = TRIAL_DIR.search(folder.name)
+                repaired.append(f"{trial.group(1) if trial else folder.name}/{name}")
+    return repaired
+
+
+def repair_state(tune_dir: Path, staging: Path | None) -> list[str]:
+    """Ray's state files of tune/ cut short, replaced by the staging folder's (the whole save, so
+    that they match each other)."""
     bad = cut_short(tune_dir)
     if not bad:
         return []
     names = ", ".join(p.name for p in bad)
-    record = Path(run_dir) / STAGING_RECORD
-    staging = Path(record.read_text().strip()) if record.is_file() else None
     saved = [newest(staging, pattern) for pattern in PATTERNS] if staging and staging.is_dir() else []
     saved = [p for p in saved if p is not None]
     if not saved or cut_short(staging) or {p.name for p in bad} - {p.name for p in saved}:
@@ -67,3 +121,50 @@ def repair(tune_dir: Path, run_dir: Path) -> list[str]:
     for source in saved:
         atomic_write(tune_dir / source.name, lambda f, source=source: f.write(source.read_bytes()))
     return [p.name for p in bad]
+
+
+RESUMED = ("PENDING", "RUNNING", "PAUSED")  # the statuses Ray restarts on --resume, from their latest checkpoint
+CHECKPOINT_PATH = re.compile(rb"/([^/]+)/(checkpoint_\d{6})")  # .../<trial folder>/checkpoint_000003
+
+
+def recorded_checkpoints(tune_dir: Path) -> list[tuple[str, str]]:
+    """(trial folder, checkpoint folder) of each checkpoint the newest saved state names for a trial
+    Ray will restart. The state pickles each trial's checkpoint manager; its paths are read from the
+    bytes, not unpickled (a path's last two parts: the run folder may have moved since)."""
+    path = newest(tune_dir, "experiment_state-*.json")
+    try:
+        trials = json.loads(path.read_text())["trial_data"] if path else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # not Ray's JSON: Tuner.restore says what is wrong
+    named = []
+    for trial_json, metadata_json in trials:
+        manager = json.loads(metadata_json).get("checkpoint_manager")
+        if json.loads(trial_json).get("status") in RESUMED and isinstance(manager, dict):
+            pickled = bytes.fromhex(manager.get("value", ""))
+            named += [(m.group(1).decode(errors="replace"), m.group(2).decode())
+                      for m in CHECKPOINT_PATH.finditer(pickled)]
+    return list(dict.fromkeys(named))
+
+
+def refill_lost_checkpoints(tune_dir: Path) -> list[str]:
+    """Each checkpoint the saved state names that is gone, filled with a copy of the trial's newest
+    one (its training goes on from there; a trial that had ended finds its end mark and ends); a
+    trial with none left gets an empty one, from which it restarts at epoch 1 with a warning
+    (search/trial.py read_state). Returns words for each."""
+    refilled = []
+    for folder, name in recorded_checkpoints(tune_dir):
+        lost = tune_dir / folder / name
+        if not (tune_dir / folder).is_dir() or lost.exists():
+            continue
+        kept = sorted((p for p in (tune_dir / folder).glob("checkpoint_*") if p.is_dir()), key=lambda p: p.name)
+        staging = lost.with_name(f".{name}.tmp")  # whole or absent: the copy is renamed into place
+        shutil.rmtree(staging, ignore_errors=True)
+        if kept:
+            shutil.copytree(kept[-1], staging)
+        else:
+            staging.mkdir()
+        staging.rename(lost)
+        trial = TRIAL_DIR.search(folder)
+        refilled.append(f"{trial.group(1) if trial else folder}: {name} from {kept[-1].name}" if kept else
+                        f"{trial.group(1) if trial else folder}: {name} gone and no other, restarts at epoch 1")
+    return refilled

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.protocol import FINISHED, HISTORY_FILE, NODE, RAY_KEYS, error_line, trial_status
+from search.protocol import ENDED_FILE, FINISHED, HISTORY_FILE, NODE, RAY_KEYS, error_line, trial_status
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -51,12 +51,17 @@ def _with_checkpointed_epochs(rows: list[dict[str, Any]], *trial_dirs: Path) -> 
     in the run's storage, where Ray writes the checkpoints."""
     checkpoints = sorted({p for d in trial_dirs for p in d.glob(f"checkpoint_*/{HISTORY_FILE}")},
                          key=lambda p: p.parent.name)
-    if not checkpoints or not rows or "epoch" not in rows[0]:
+    if not checkpoints or (rows and "epoch" not in rows[0]):
         return rows
     try:
         saved = json.loads(checkpoints[-1].read_text())
     except (OSError, json.JSONDecodeError):
         return rows
+    if not rows and isinstance(saved, list) and saved and isinstance(saved[-1], dict):
+        # result.json lost (cut short by a kill as Ray copied it, with no whole copy left): the history
+        # stands, and the last checkpoint of a trial that ended by itself says so (search/trial.py)
+        ended = (checkpoints[-1].parent / ENDED_FILE).is_file()
+        return [*saved[:-1], {**saved[-1], FINISHED: ended}]
     have = {r.get("epoch") for r in rows}
     missing = [r for r in saved if isinstance(r, dict) and r.get("epoch") not in have]
     if not missing:
@@ -82,9 +87,11 @@ def trial_dirs(tune_dir: Path, staging: Path | None = None) -> list[Path]:
     def order(p: Path) -> tuple[int, str]:
         m = TRIAL_DIR.search(p.name)
         return (int(m.group(2)), p.name) if m else (1 << 30, p.name)
-    found = {p.parent.name: p.parent for p in tune_dir.glob("*/params.json")}
+    def folders(parent: Path) -> dict[str, Path]:  # either file may be missing after a kill (see _params)
+        return {p.parent.name: p.parent for name in ("params.json", "result.json") for p in parent.glob(f"*/{name}")}
+    found = folders(tune_dir)
     if staging is not None and staging != tune_dir:
-        found.update({p.parent.name: p.parent for p in staging.glob("*/params.json")})
+        found.update(folders(staging))
     return sorted(found.values(), key=order)
 
 
@@ -94,6 +101,16 @@ def _trial_id(trial_dir: Path) -> str | None:
         return rows[0]["trial_id"]
     m = TRIAL_DIR.search(trial_dir.name)
     return m.group(1) if m else None
+
+
+def _params(trial_dir: Path, reported: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial's config: params.json, or where a kill cut it short as Ray copied it (and no whole
+    copy was left: search/ray_state.py), the config Ray put in its last report."""
+    try:
+        params = json.loads((trial_dir / "params.json").read_text())
+    except (json.JSONDecodeError, OSError):
+        params = reported[-1].get("config") if reported else None
+    return params if isinstance(params, dict) else None
 
 
 def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, stop_reason: Callable[[int], str],
@@ -106,14 +123,11 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
     the experiment (see trial_dirs)."""
     trials, history = [], []
     for trial_dir in trial_dirs(tune_dir, staging):
-        try:
-            params = json.loads((trial_dir / "params.json").read_text())
-        except (json.JSONDecodeError, OSError):
+        reported = _read_results(trial_dir)
+        params = _params(trial_dir, reported)
+        if params is None:
             continue  # a trial Ray is creating right now: its params.json is not written yet
-        if not isinstance(params, dict):
-            continue
-        rows = _with_checkpointed_epochs(_latest_per_epoch(_read_results(trial_dir)), trial_dir,
-                                         tune_dir / trial_dir.name)
+        rows = _with_checkpointed_epochs(_latest_per_epoch(reported), trial_dir, tune_dir / trial_dir.name)
         trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):

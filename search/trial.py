@@ -25,10 +25,9 @@ from ray import tune
 from search import experiments, faults, tail_resources
 from search import storage as trial_storage
 from search.loop import Decoding, NonFiniteError, Split, changes_of, fit
-from search.protocol import CHANGES, FINISHED, HISTORY_FILE, NODE
+from search.protocol import CHANGES, ENDED_FILE, FINISHED, HISTORY_FILE, NODE
 
 STATE_FILE = "state.pt"
-ENDED_FILE = "ended"  # in the checkpoint of a trial's last epoch, which holds its history but no weights
 # At most this share of a trial's time goes to writing its state (155 MB for shapes, about 0.2 s here):
 # every epoch on a CPU, where an epoch takes seconds, and every few seconds of epochs on a GPU.
 CHECKPOINT_SHARE = 0.05

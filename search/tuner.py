@@ -116,6 +116,10 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         if repaired:
             (print_fn or print)(f"resume: Ray's saved state was cut short by the kill ({', '.join(repaired)}): "
                                 "taken whole from its staging copy")
+        refilled = ray_state.refill_lost_checkpoints(tune_dir)
+        if refilled:
+            (print_fn or print)("resume: the kill came as Ray replaced a trial's checkpoint "
+                                f"({'; '.join(refilled)}): going on from the newest")
     if resume and tune.Tuner.can_restore(tune_uri):
         tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)

@@ -104,6 +104,109 @@ def test_epochs_ray_had_not_copied_yet_come_from_the_trials_checkpoint(tmp_path)
     assert _with_checkpointed_epochs(rows, tmp_path / "none") == rows
 
 
+def killed_trial_folder(parent: Path, trial_id: str, *, params: str, results: str) -> Path:
+    """A finished 2-epoch trial's folder as Ray's copy into tune/ may leave it after a kill -9."""
+    folder = parent / f"run_trial_{trial_id}_00001_lr=0.01_2026-11-30"
+    (folder / "checkpoint_000001").mkdir(parents=True)
+    (folder / "params.json").write_text(params)
+    (folder / "result.json").write_text(results)
+    history = [{"epoch": e, "val_acc": e / 10} for e in (1, 2)]
+    (folder / "checkpoint_000001" / "history.json").write_text(json.dumps(history))
+    (folder / "checkpoint_000001" / "ended").write_text("")
+    return folder
+
+
+REPORTS = "".join(json.dumps({"epoch": e, "val_acc": e / 10, "finished": e == 2, "trial_id": "abc12",
+                              "config": {"lr": 0.01}}) + "\n" for e in (1, 2))
+
+
+@pytest.mark.parametrize("params, results", [("", REPORTS), ('{"lr": 0.01}', ""), ("", "")],
+                         ids=["params-cut", "results-cut", "both-cut"])
+def test_a_finished_trial_whose_files_a_kill_cut_short_keeps_its_row(tmp_path, params, results):
+    """A kill -9 while Ray copies its staging folder into tune/ empties files mid-copy (CI, stop 26:
+    a finished trial's params.json, and the trial vanished from trials.csv on resume). The staging
+    folder's whole copies replace them; without one, the tables read the config from the trial's
+    reports and the epochs from its last checkpoint."""
+    from search import ray_state, schedulers
+    from search.tables import collect
+
+    tune, staging = tmp_path / "tune", tmp_path / "staging"
+    killed_trial_folder(tune, "abc12", params=params, results=results)
+    whole = killed_trial_folder(staging, "abc12", params='{"lr": 0.01}', results=REPORTS)
+    stop_reason = schedulers.get("asha").stop_reason
+    if results:  # the config read from the reports, without the staging copy
+        trials, _ = collect(tune, {"epochs": 2}, "val_acc", "max", stop_reason)
+        assert list(trials["lr"]) == [0.01] and list(trials["status"]) == ["completed"]
+    if params:  # the epochs and the ending from the last checkpoint, without the staging copy
+        trials, history = collect(tune, {"epochs": 2}, "val_acc", "max", stop_reason)
+        assert list(trials["status"]) == ["completed"] and list(history["epoch"]) == [1, 2]
+    repaired = ray_state.repair_trials(tune, staging)
+    assert repaired == [f"abc12/{n}" for n, cut in (("params.json", params), ("result.json", results)) if not cut]
+    for name in ("params.json", "result.json"):
+        assert (tune / whole.name / name).read_text() == (whole / name).read_text()
+    trials, history = collect(tune, {"epochs": 2}, "val_acc", "max", stop_reason)
+    assert list(trials["trial_id"]) == ["abc12"] and trials["best_val_acc"].iloc[0] == 0.2
+    assert ray_state.repair_trials(tune, staging) == []  # whole now: nothing more to take
+
+
+def test_a_cut_copy_in_staging_is_never_taken(tmp_path):
+    from search import ray_state
+
+    tune, staging = tmp_path / "tune", tmp_path / "staging"
+    cut = killed_trial_folder(tune, "abc12", params="", results=REPORTS[:-5])
+    killed_trial_folder(staging, "abc12", params='{"lr": 0.0', results=REPORTS[:40])
+    assert ray_state.repair_trials(tune, staging) == []
+    assert (cut / "params.json").read_text() == "" and (cut / "result.json").read_text() == REPORTS[:-5]
+
+
+def saved_state_naming(tune_dir: Path, checkpoints: dict[str, tuple[str, str]]) -> None:
+    """An experiment state as Ray saves it (Ray's own Trial serialised), naming for each trial id
+    its (status, latest checkpoint folder)."""
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+
+    data = []
+    for trial_id, (status, name) in checkpoints.items():
+        folder = f"run_trial_{trial_id}_00001_x"
+        storage = StorageContext(storage_path=str(tune_dir.parent), experiment_dir_name=tune_dir.name,
+                                 trial_dir_name=folder)
+        trial = Trial("run_trial", config={}, storage=storage, trial_id=trial_id, stub=True)
+        trial.status = status
+        trial.run_metadata.checkpoint_manager.register_checkpoint(
+            _TrainingResult(checkpoint=Checkpoint(str(tune_dir / folder / name)), metrics={"training_iteration": 1}))
+        data.append(list(trial.get_json_state()))
+    (tune_dir / "experiment_state-2026-11-30_10-00-00.json").write_text(json.dumps({"trial_data": data}))
+
+
+def test_a_checkpoint_ray_deleted_before_saving_its_state_is_refilled_from_the_newest(tmp_path):
+    """Ray deletes a trial's older checkpoint as it registers a newer one, then saves its state: a
+    kill -9 in between left a state naming a deleted checkpoint, and the trial failed on resume
+    ("does not exist on storage anymore"). The newest checkpoint takes its place: a trial that had
+    ended finds its end mark, one still training goes on from its newest state."""
+    from search.ray_state import refill_lost_checkpoints
+
+    tune = tmp_path / "tune"
+    for trial_id, kept in (("aaa11", "checkpoint_000002"), ("bbb22", None), ("ccc33", "checkpoint_000001"),
+                           ("ddd44", "checkpoint_000001")):
+        (tune / f"run_trial_{trial_id}_00001_x").mkdir(parents=True)
+        if kept:
+            (tune / f"run_trial_{trial_id}_00001_x" / kept).mkdir()
+            (tune / f"run_trial_{trial_id}_00001_x" / kept / "ended").write_text(trial_id)
+    saved_state_naming(tune, {"aaa11": ("RUNNING", "checkpoint_000001"), "bbb22": ("PAUSED", "checkpoint_000000"),
+                              "ccc33": ("RUNNING", "checkpoint_000001"),  # there: left alone
+                              "ddd44": ("TERMINATED", "checkpoint_000000")})  # not restarted: left alone
+    assert refill_lost_checkpoints(tune) == ["aaa11: checkpoint_000001 from checkpoint_000002",
+                                             "bbb22: checkpoint_000000 gone and no other, restarts at epoch 1"]
+    assert (tune / "run_trial_aaa11_00001_x" / "checkpoint_000001" / "ended").read_text() == "aaa11"
+    assert list((tune / "run_trial_bbb22_00001_x" / "checkpoint_000000").iterdir()) == []
+    assert not (tune / "run_trial_ddd44_00001_x" / "checkpoint_000000").exists()
+    assert sorted(p.name for p in (tune / "run_trial_aaa11_00001_x").iterdir()) == [
+        "checkpoint_000001", "checkpoint_000002"]  # no copy left half-way
+    assert refill_lost_checkpoints(tune) == []
+
+
 @pytest.mark.slow
 def test_a_full_disk_in_a_trial_stops_the_search_resumably(tmp_path, monkeypatch, capsys):
     """A trial that hits a full disk fails; the next ones would too: the search stops with one line

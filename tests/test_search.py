@@ -344,9 +344,12 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
 
 
 def cut_rays_saved_state_short(tune_dir):
-    """What a kill -9 during Ray's copy of its state into tune/ leaves: emptied files."""
-    for pattern in ("experiment_state-*.json", "searcher-state-*.pkl"):
-        (path,) = tune_dir.glob(pattern)
+    """What a kill -9 during Ray's copy of its state into tune/ leaves: emptied files, its own and
+    the trials' (the first trial has completed)."""
+    state = [path for pattern in ("experiment_state-*.json", "searcher-state-*.pkl") for path in tune_dir.glob(pattern)]
+    assert len(state) == 2
+    first = min(tune_dir.glob("run_trial_*"), key=lambda p: int(p.name.split("_")[3]))  # run_trial_<id>_<index>_
+    for path in (*state, first / "params.json", first / "result.json"):
         path.write_bytes(b"")
 
 
