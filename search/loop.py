@@ -311,9 +311,12 @@ class Decoding:
     augmentation and joint decoding), with the values to try, the plain reading first. Rather than
     spend trials on them, a search can read each trial's last epoch every way and keep the best
     (`choose_decoding`). `forward`: keys the forward pass reads (each combination costs a pass over
-    the split); `outputs`: keys that only read its outputs (free once the outputs exist)."""
+    the split); `outputs`: keys that only read its outputs (free once the outputs exist); `tie_break`:
+    (metric, "min" | "max") pairs that decide between readings equal on the objective, in order (a key
+    the objective cannot see, e.g. how shapes reads its counts, is chosen on them)."""
     forward: Mapping[str, tuple] = field(default_factory=dict)
     outputs: Mapping[str, tuple] = field(default_factory=dict)
+    tie_break: tuple[tuple[str, str], ...] = ()
 
     def options(self) -> dict[str, tuple]:
         return {**self.forward, **self.outputs}
@@ -326,7 +329,7 @@ class Decoding:
         """Without the keys `--set` pinned (they keep their value); None when none is left to choose."""
         forward = {k: v for k, v in self.forward.items() if k not in pinned}
         outputs = {k: v for k, v in self.outputs.items() if k not in pinned}
-        return Decoding(forward, outputs) if forward or outputs else None
+        return Decoding(forward, outputs, self.tie_break) if forward or outputs else None
 
 
 def _combinations(options: Mapping[str, tuple]) -> list[dict[str, Any]]:
@@ -335,17 +338,17 @@ def _combinations(options: Mapping[str, tuple]) -> list[dict[str, Any]]:
 
 def choose_decoding(task: Task, model: nn.Module, data: Split, config: dict, precision: str, decoding: Decoding,
                     objective: tuple[str, str]) -> dict[str, Any]:
-    """The validation metrics of the decoding best on the objective, with its values as DECODED keys.
-    Ties keep the earlier combination: the plainer reading."""
-    metric, mode = objective
-    sign = 1.0 if mode == "max" else -1.0
+    """The validation metrics of the decoding best on the objective, then on decoding.tie_break, with
+    its values as DECODED keys. Ties on all keep the earlier combination: the plainer reading."""
+    judged = (objective, *decoding.tie_break)
+    rank = lambda row: tuple(row[m] if mode == "max" else -row[m] for m, mode in judged)  # noqa: E731
     best = None
     for forward in _combinations(decoding.forward):
         outputs = predict(task, model, data, {**config, **forward}, precision)
         for read in _combinations(decoding.outputs):
             chosen = {**forward, **read}
             row = scores(task, outputs, data, {**config, **chosen}, "val_")
-            if best is None or sign * (row[metric] - best[metric]) > 0:
+            if best is None or rank(row) > rank(best):
                 best = {**row, **{DECODED + k: v for k, v in chosen.items()}}
     return best
 

@@ -82,8 +82,9 @@ def parser() -> argparse.ArgumentParser:
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
                    "declares one, or the objective (default: the budget's, smooth unless the budget says)")
     p.add_argument("--choose-decoding", action="store_true", default=None,
-                   help="read each trial's last epoch every way the experiment offers (shapes: tta, joint_decode) "
-                   "and keep the best, instead of searching those keys (default: the budget's, e.g. --budget 90min)")
+                   help="read each trial's last epoch every way the experiment offers (shapes: tta, joint_decode, "
+                   "count_decode) and keep the best, instead of searching those keys (default: the budget's, "
+                   "e.g. --budget 90min)")
     p.add_argument("--full-space", action="store_true",
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
     p.add_argument("--max-failures", type=int, default=2,

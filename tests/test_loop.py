@@ -266,6 +266,22 @@ def test_choose_decoding_reads_every_way_with_one_pass_per_forward_value(stub_da
     assert (worst["val_acc"], worst["decoded_view"], worst["decoded_shift"]) == (0.5, 0, 0.0)
 
 
+class TiedReadTask(ReadTask):
+    """As ReadTask, with an error that only `shift` moves (as shapes' count reading moves no class)."""
+
+    def metrics(self, outputs, y, config):
+        return {**super().metrics(outputs, y, config), "err": 1.0 - 0.25 * config["shift"]}
+
+
+def test_readings_equal_on_the_objective_are_chosen_on_the_tie_break(stub_data):
+    model = nn.Linear(4, 1)
+    tied = Decoding(READINGS.forward, READINGS.outputs, tie_break=(("val_err", "min"),))
+    best = choose_decoding(TiedReadTask([0.5]), model, stub_data[1], READ_CONFIG, "fp32", tied, ("val_acc", "max"))
+    # (1, 0.0) and (1, 1.0) tie at 0.7; the lower error of shift 1.0 decides; (0, 1.0) has it too but 0.6
+    assert (best["val_acc"], best["val_err"], best["decoded_view"], best["decoded_shift"]) == (0.7, 0.75, 1, 1.0)
+    assert tied.unpinned({"view": 0}).tie_break == tied.tie_break
+
+
 @pytest.mark.parametrize("schedule, accs, epochs", [
     ("cosine", [0.5, 0.55, 0.4, 0.4], 3),  # its planned end
     ("constant", [0.5, 0.4, 0.3, 0.3], 3),  # patience 2 ends it at epoch 3
@@ -320,7 +336,10 @@ def test_shapes_last_epoch_scores_are_the_chosen_readings_own(data):
     assert chosen["tta"] in (0, 1) and chosen["joint_decode"] in EXPERIMENT.decoding.outputs["joint_decode"]
     scored = evaluate(TASK, result.model, val, {**config, **chosen}, "fp32")
     assert scored == {k: last[k] for k in scored}
-    assert last["val_acc"] >= evaluate(TASK, result.model, val, config, "fp32")["val_acc"]
+    plain = evaluate(TASK, result.model, val, config, "fp32")
+    assert last["val_acc"] >= plain["val_acc"]
+    assert last["val_rmse"] <= evaluate(TASK, result.model, val, {**config, **chosen, "count_decode": 0.0},
+                                        "fp32")["val_rmse"]  # the counts are read the best way for that class
 
 
 def test_no_validation_split(stub_data):

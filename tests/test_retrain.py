@@ -41,28 +41,27 @@ def test_retrain_table_has_top_k_plus_baseline_times_seeds(smoke_run):
 
 
 def test_a_search_that_chooses_the_decoding_retrains_each_config_read_as_its_trial_was(smoke_run):
-    """The smoke run chooses the decoding (--choose-decoding): tta and joint_decode are not searched, every
-    trial's last epoch names the reading it was scored with, and best_config.json, the retrained tuned
-    configs and the report carry it; the baseline keeps the seeds' single plain pass."""
+    """The smoke run chooses the decoding (--choose-decoding): tta, joint_decode and count_decode are not
+    searched, every trial's last epoch names the reading it was scored with, and best_config.json, the
+    retrained tuned configs and the report carry it; the baseline keeps the seeds' single plain pass."""
     _, run_dir = smoke_run
+    keys = exp.decoding.keys
+    assert set(keys) == {"tta", "joint_decode", "count_decode"}
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["plan"]["choose_decoding"] and not {"tta", "joint_decode"} & set(info["searched"])
+    assert info["plan"]["choose_decoding"] and not set(keys) & set(info["searched"])
     trials = pd.read_csv(run_dir / "trials.csv").set_index("trial_id")
     reported = trials[trials["status"] != "failed"]
-    assert reported["best_decoded_tta"].isin([0, 1]).all()
-    assert reported["best_decoded_joint_decode"].isin(exp.decoding.outputs["joint_decode"]).all()
+    for key in keys:
+        assert reported[f"best_decoded_{key}"].isin(exp.decoding.options()[key]).all()
     best = json.loads((run_dir / "best_config.json").read_text())
-    assert best["config"]["tta"] == trials.loc[best["trial_id"], "best_decoded_tta"]
-    assert best["config"]["joint_decode"] == trials.loc[best["trial_id"], "best_decoded_joint_decode"]
+    assert all(best["config"][k] == trials.loc[best["trial_id"], f"best_decoded_{k}"] for k in keys)
     table = pd.read_csv(run_dir / "retrain.csv")
     for _, run in table.iterrows():
         if run["label"] == "baseline":
-            assert (run["config_tta"], run["config_joint_decode"]) == (exp.defaults["tta"],
-                                                                        exp.defaults["joint_decode"])
+            assert all(run[f"config_{k}"] == exp.defaults[k] for k in keys)
         else:
             trial = trials.loc[run["trial_id"]]
-            assert run["config_tta"] == trial["best_decoded_tta"]
-            assert run["config_joint_decode"] == trial["best_decoded_joint_decode"]
+            assert all(run[f"config_{k}"] == trial[f"best_decoded_{k}"] for k in keys)
     assert "| read with tta |" in (run_dir / "report.md").read_text()
 
 

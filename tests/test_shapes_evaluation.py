@@ -122,14 +122,38 @@ def test_the_multitask_metrics_use_the_joint_decision():
             (pred == shapes.encode(counts)).float().mean().item())
 
 
-@pytest.mark.parametrize("key, bad", [("tta", 2), ("joint_decode", -0.1)])
+def test_counts_read_from_both_heads():
+    """count_decode 0 reads the counting head (the seeds' way), 1 the counts the class head expects,
+    in between a blend; the class decision never moves with it, and the metrics score the counts read."""
+    from search.experiments.shapes_task import blended_counts, class_counts
+
+    x, counts = images(30, seed=3)
+    torch.manual_seed(2)
+    model = ShapesNet(dropout=0.0).eval()
+    task = ShapesTask()
+    with torch.no_grad():
+        log_probs, head = outputs = model(x)
+    expected = log_probs.exp() @ class_counts(log_probs.device)
+    assert torch.equal(blended_counts(log_probs, head, 0.0), head)
+    assert torch.allclose(blended_counts(log_probs, head, 1.0), expected)
+    assert torch.allclose(blended_counts(log_probs, head, 0.25), 0.75 * head + 0.25 * expected)
+    assert torch.allclose(expected.sum(dim=1), torch.full((30,), 10.0))  # every class has 10 shapes
+    for weight in (0.0, 0.5, 1.0):
+        config = {**DEFAULTS, "count_decode": weight, "joint_decode": 0.5}
+        pred, read = task.predictions(outputs, config)
+        assert torch.equal(pred, joint_decision(log_probs, head, 0.5))  # the head's own counts decide the class
+        err = blended_counts(log_probs, head, weight) - counts.float()
+        assert task.metrics(outputs, counts, config)["rmse"] == pytest.approx(err.pow(2).mean().sqrt().item())
+
+
+@pytest.mark.parametrize("key, bad", [("tta", 2), ("joint_decode", -0.1), ("count_decode", 1.5)])
 def test_invalid_evaluation_options_are_refused(key, bad):
     with pytest.raises(UserError, match=key):
         EXPERIMENT.check({**DEFAULTS, key: bad})
 
 
 def test_the_baseline_evaluates_as_the_seeds_did():
-    assert DEFAULTS["tta"] == 0 and DEFAULTS["joint_decode"] == 0.0
+    assert DEFAULTS["tta"] == 0 and DEFAULTS["joint_decode"] == 0.0 and DEFAULTS["count_decode"] == 0.0
     assert "tta" not in EXPERIMENT.budget_cpu.searched and "joint_decode" not in EXPERIMENT.budget_cpu.searched
 
 

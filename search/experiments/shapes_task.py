@@ -87,6 +87,18 @@ def joint_decision(log_probs: torch.Tensor, counts: torch.Tensor, weight: float)
     return (log_probs - weight * distance).argmax(dim=1)
 
 
+def blended_counts(log_probs: torch.Tensor, counts: torch.Tensor, weight: float) -> torch.Tensor:
+    """The counts read: (1 - weight) x the counting head's + weight x the counts the class head expects,
+    sum over c of p(c) counts(c). Every class fixes its counts, so a class head that knows the pair
+    (per-pair accuracy ~0.98) puts exact zeros on the four absent kinds and spreads the split over its
+    neighbours; the posterior mean is the squared-error-optimal read of a calibrated head. weight 0 is
+    the counting head alone (as the seeds read it)."""
+    if weight == 0:
+        return counts
+    expected = log_probs.exp() @ class_counts(log_probs.device)  # (N, 6) counts
+    return torch.lerp(counts, expected, weight)
+
+
 def class_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
     """NLL of the class head; with label smoothing s the target puts 1 - s on the true class and spreads
     s evenly over all 135 (Szegedy et al. 2016), which keeps the 12.8M-weight layer from growing
@@ -142,7 +154,9 @@ class ShapesTask:
         if config["setting"] == "cls":  # the counting head is untrained: read counts off the class
             pred = log_probs.argmax(dim=1)
             return pred, shapes.decode(pred).float()
-        return joint_decision(log_probs, counts, config.get("joint_decode", 0.0)), counts
+        # the class agrees with the counting head's own counts (joint_decode), not with counts read off the class
+        return (joint_decision(log_probs, counts, config.get("joint_decode", 0.0)),
+                blended_counts(log_probs, counts, config.get("count_decode", 0.0)))
 
     def metrics(self, outputs, y, config):
         pred, counts = self.predictions(outputs, config)
