@@ -17,6 +17,13 @@ from search.loop import DECODED
 
 # Reported by the trial with every epoch's metrics.
 FINISHED = "finished"  # True on the report that ends the trial by itself (all epochs, or its own patience)
+# The clock of the schedulers that stop trials (ASHA, screening) and of the intermediate values told to
+# Optuna: the epoch a report names, which is its restored state's, not Ray's count of the trial's reports
+# (training_iteration). Equal while a trial runs on, as it reports once an epoch; Ray's count runs ahead
+# once a trial restarts from an older checkpoint or from epoch 1 (search/ray_state.py, trial.read_state),
+# and would stop it at max_t epochs short. Population Based Training keeps Ray's count: a clone takes on
+# another trial's weights, and its epochs with them, while PBT's intervals are the trial's own.
+EPOCH_CLOCK = "epoch"
 NODE = "node"  # the Ray node that ran the trial (a trials.csv column): a cluster has several
 # Under a scheduler that changes configs mid-run: the schedule the epoch's weights were trained with, as
 # JSON [[first epoch, {key: value}], ...] (search/loop.py changes_of); history.csv keeps it per epoch.

@@ -89,16 +89,28 @@ def repair(tune_dir: Path, run_dir: Path) -> list[str]:
     return repair_state(tune_dir, staging_of(run_dir)) + repair_trials(tune_dir, staging_of(run_dir))
 
 
+def behind(target: Path, source: Path) -> bool:
+    """Whether tune/'s copy is missing, cut short, or an older copy of the staging folder's whole one
+    (its bytes a prefix of it: result.json gains a line an epoch, and a kill may stop the copy
+    between two lines)."""
+    if not whole_trial_file(source):
+        return False
+    if not whole_trial_file(target):
+        return True
+    old, new = target.read_bytes(), source.read_bytes()
+    return len(old) < len(new) and new.startswith(old)
+
+
 def repair_trials(tune_dir: Path, staging: Path | None) -> list[str]:
-    """Each trial folder's TRIAL_FILES that are missing or cut short in tune/, copied whole from the
-    staging folder where it has them. Without a copy, search/tables.py reads what is left."""
+    """Each trial folder's TRIAL_FILES that are missing, cut short or behind in tune/, copied whole
+    from the staging folder where it has them. Without a copy, search/tables.py reads what is left."""
     if staging is None or not staging.is_dir():
         return []
     repaired = []
     for folder in sorted(p for p in tune_dir.iterdir() if p.is_dir() and (staging / p.name).is_dir()):
         for name in TRIAL_FILES:
             source, target = staging / folder.name / name, folder / name
-            if not whole_trial_file(target) and whole_trial_file(source):
+            if behind(target, source):
                 atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
                 trial = TRIAL_DIR.search(folder.name)
                 repaired.append(f"{trial.group(1) if trial else folder.name}/{name}")
@@ -124,33 +136,41 @@ def repair_state(tune_dir: Path, staging: Path | None) -> list[str]:
 
 
 RESUMED = ("PENDING", "RUNNING", "PAUSED")  # the statuses Ray restarts on --resume, from their latest checkpoint
-CHECKPOINT_PATH = re.compile(rb"/([^/]+)/(checkpoint_\d{6})")  # .../<trial folder>/checkpoint_000003
 
 
 def recorded_checkpoints(tune_dir: Path) -> list[tuple[str, str]]:
-    """(trial folder, checkpoint folder) of each checkpoint the newest saved state names for a trial
-    Ray will restart. The state pickles each trial's checkpoint manager; its paths are read from the
-    bytes, not unpickled (a path's last two parts: the run folder may have moved since)."""
+    """(trial folder, checkpoint folder): for each trial Ray will restart, the newest checkpoint of its
+    own folder that the newest saved state names (the one Ray restores it from). The state pickles each
+    trial's checkpoint manager; its paths are read from the bytes, not unpickled, by their last parts
+    (the run folder may have moved since). A checkpoint in another trial's folder (Population Based
+    Training's clones) is left to Ray."""
     path = newest(tune_dir, "experiment_state-*.json")
     try:
         trials = json.loads(path.read_text())["trial_data"] if path else []
     except (OSError, ValueError, KeyError, TypeError):
         return []  # not Ray's JSON: Tuner.restore says what is wrong
+    in_tune = re.compile(rb"/" + re.escape(tune_dir.name.encode()) + rb"/([^/]+)/(checkpoint_\d{6})")
     named = []
     for trial_json, metadata_json in trials:
-        manager = json.loads(metadata_json).get("checkpoint_manager")
-        if json.loads(trial_json).get("status") in RESUMED and isinstance(manager, dict):
-            pickled = bytes.fromhex(manager.get("value", ""))
-            named += [(m.group(1).decode(errors="replace"), m.group(2).decode())
-                      for m in CHECKPOINT_PATH.finditer(pickled)]
-    return list(dict.fromkeys(named))
+        trial, manager = json.loads(trial_json), json.loads(metadata_json).get("checkpoint_manager")
+        if trial.get("status") not in RESUMED or not isinstance(manager, dict):
+            continue
+        found = ((m.group(1).decode(errors="replace"), m.group(2).decode())
+                 for m in in_tune.finditer(bytes.fromhex(manager.get("value", ""))))
+        own = [(folder, name) for folder, name in found
+               if (m := TRIAL_DIR.search(folder)) and m.group(1) == trial.get("trial_id")]
+        if own:
+            named.append(max(own, key=lambda checkpoint: checkpoint[1]))
+    return named
 
 
 def refill_lost_checkpoints(tune_dir: Path) -> list[str]:
-    """Each checkpoint the saved state names that is gone, filled with a copy of the trial's newest
-    one (its training goes on from there; a trial that had ended finds its end mark and ends); a
-    trial with none left gets an empty one, from which it restarts at epoch 1 with a warning
-    (search/trial.py read_state). Returns words for each."""
+    """Each checkpoint the saved state restores a trial from that is gone, filled with a copy of the
+    trial's newest one (its training goes on from there; a trial that had ended finds its end mark and
+    ends); a trial with none left gets an empty one, from which it restarts at epoch 1 with a warning
+    (search/trial.py read_state). Ray then counts the trial's reports from the lost checkpoint's, not
+    the epochs trained: the schedulers and Optuna go by the epoch (protocol.EPOCH_CLOCK). Returns words
+    for each."""
     refilled = []
     for folder, name in recorded_checkpoints(tune_dir):
         lost = tune_dir / folder / name

@@ -116,21 +116,24 @@ def save_job(run_dir: Path, job: Job, out: dict[str, Any]) -> None:
                                           "statistics": out.get("statistics", {}), **out["test"]})
 
 
-def done_before(run_dir: Path, job: Job) -> bool:
+def done_before(run_dir: Path, job: Job, defaults: dict[str, Any]) -> bool:
     """Finished in an earlier (interrupted) retraining with this very config: nothing to redo.
-    A folder of the same name with another config (the top configs changed) is redone."""
+    A folder of the same name with another config (the top configs changed) is redone. `defaults`:
+    the experiment's."""
     path = run_dir / "retrain" / job.name / "metrics.json"
     if not path.is_file():
         return False
-    done = read_json(path)
-    return (done["config"] == json.loads(json.dumps(job.config))
+    done, wanted = read_json(path), json.loads(json.dumps(job.config))
+    # a key the experiment gained since that run, at its default, changes nothing the run did
+    gained = {k for k in wanted.keys() - done["config"].keys() if wanted[k] == defaults.get(k)}
+    return (done["config"] == {k: v for k, v in wanted.items() if k not in gained}
             and done.get("changes") == json.loads(json.dumps(job.changes)))
 
 
 def run_jobs(run_dir: Path, exp: Experiment, jobs: list[Job], data, cpus: float, gpus: float,
              print_fn=None) -> None:
     print_fn = print_fn or functools.partial(print, flush=True)
-    todo = [j for j in jobs if not done_before(run_dir, j)]
+    todo = [j for j in jobs if not done_before(run_dir, j, exp.defaults)]
     if len(todo) < len(jobs):
         print_fn(f"retrain: {len(jobs) - len(todo)} of {len(jobs)} runs already done, {len(todo)} to go")
     if not todo:

@@ -25,6 +25,7 @@ from search.config import UserError
 from search.experiment import Dim, Float
 from search.markdown import md_table
 from search.plan import Plan
+from search.protocol import EPOCH_CLOCK
 from search.searcher import to_tune
 from search.trial import CHECKPOINT_SHARE
 
@@ -116,7 +117,7 @@ class Asha(Scheduler):
     stopped_label = "stopped by ASHA"
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
-        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_epochs, metric=metric, mode=mode,
+        return ASHAScheduler(time_attr=EPOCH_CLOCK, max_t=plan.max_epochs, metric=metric, mode=mode,
                              grace_period=plan.grace_epochs, reduction_factor=plan.reduction_factor)
 
     def carry_over(self, built: TrialScheduler, history: pd.DataFrame, metric: str, mode: str) -> None:
@@ -192,7 +193,7 @@ class Screen(Asha):
         return max(1, min(plan.trials, max(plan.concurrency + 1, share)))
 
     def build(self, plan: Plan, metric: str, mode: str, space: dict[str, Dim] | None = None) -> TrialScheduler:
-        return screening.ScreeningASHA(self.screen(plan), time_attr="training_iteration", max_t=plan.max_epochs,
+        return screening.ScreeningASHA(self.screen(plan), time_attr=EPOCH_CLOCK, max_t=plan.max_epochs,
                                        metric=metric, mode=mode, grace_period=plan.grace_epochs,
                                        reduction_factor=plan.reduction_factor)
 

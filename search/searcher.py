@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from search.experiment import Choice, Dim, Float, Int
-from search.protocol import FINISHED
+from search.protocol import EPOCH_CLOCK, FINISHED
 
 
 def to_tune(space: Mapping[str, Dim]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class HonestOptunaSearch(OptunaSearch):
             state, value = optuna.trial.TrialState.PRUNED, None
             # its last epoch reaches Ray as the final result, not as an intermediate one: report it, or a
             # trial stopped at its first rung would enter TPE with no value at all
-            step = None if result is None else result.get("training_iteration")
+            step = None if result is None else result.get(EPOCH_CLOCK, result.get("training_iteration"))
             if finite and isinstance(step, int) and step not in stored.intermediate_values:
                 ot_trial.report(result[self.metric], step)
         else:
@@ -117,7 +117,10 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):  # NaN never reaches Optuna
-            super().on_trial_result(trial_id, result)
+            # Ray's OptunaSearch steps by training_iteration; the step is the epoch (protocol.EPOCH_CLOCK).
+            # A restarted trial's repeated epochs are ignored by Optuna, their first values stand.
+            super().on_trial_result(trial_id, {**result, "training_iteration": result.get(
+                EPOCH_CLOCK, result.get("training_iteration"))})
 
     @property
     def study(self) -> optuna.Study:

@@ -57,16 +57,18 @@ def _with_checkpointed_epochs(rows: list[dict[str, Any]], *trial_dirs: Path) -> 
         saved = json.loads(checkpoints[-1].read_text())
     except (OSError, json.JSONDecodeError):
         return rows
-    if not rows and isinstance(saved, list) and saved and isinstance(saved[-1], dict):
-        # result.json lost (cut short by a kill as Ray copied it, with no whole copy left): the history
-        # stands, and the last checkpoint of a trial that ended by itself says so (search/trial.py)
-        ended = (checkpoints[-1].parent / ENDED_FILE).is_file()
-        return [*saved[:-1], {**saved[-1], FINISHED: ended}]
+    if not isinstance(saved, list):
+        return rows
     have = {r.get("epoch") for r in rows}
     missing = [r for r in saved if isinstance(r, dict) and r.get("epoch") not in have]
     if not missing:
         return rows
-    return sorted(rows + missing, key=lambda r: r.get("epoch", 0))
+    merged = sorted(rows + missing, key=lambda r: r.get("epoch", 0))
+    if merged[-1] is missing[-1] and (checkpoints[-1].parent / ENDED_FILE).is_file():
+        # the last epoch only the checkpoint kept (result.json lost or behind after a kill): the last
+        # checkpoint of a trial that ended by itself says so (search/trial.py history_checkpoint)
+        merged[-1] = {**merged[-1], FINISHED: True}
+    return merged
 
 
 def _reported_after(last: Mapping[str, Any], error_file: Path) -> bool:
@@ -124,11 +126,12 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
     trials, history = [], []
     for trial_dir in trial_dirs(tune_dir, staging):
         reported = _read_results(trial_dir)
-        params = _params(trial_dir, reported)
+        trial_id = _trial_id(trial_dir)
+        # a running trial's params.json may be mid-write (Ray rewrites it at each start): skipped this time
+        params = _params(trial_dir, reported if trial_id not in running else [])
         if params is None:
             continue  # a trial Ray is creating right now: its params.json is not written yet
         rows = _with_checkpointed_epochs(_latest_per_epoch(reported), trial_dir, tune_dir / trial_dir.name)
-        trial_id = _trial_id(trial_dir)
         newest = (latest or {}).get(trial_id)
         if newest is not None and newest.get("epoch", 0) > (rows[-1].get("epoch", 0) if rows else 0):
             rows.append(dict(newest))

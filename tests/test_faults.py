@@ -149,6 +149,21 @@ def test_a_finished_trial_whose_files_a_kill_cut_short_keeps_its_row(tmp_path, p
     assert ray_state.repair_trials(tune, staging) == []  # whole now: nothing more to take
 
 
+def test_a_whole_result_json_behind_the_staging_copy_is_brought_up_to_it(tmp_path):
+    """A kill can stop Ray's copy between two lines: tune/'s result.json is whole but short of rows."""
+    from search import ray_state
+
+    tune, staging = tmp_path / "tune", tmp_path / "staging"
+    first_line = REPORTS.splitlines(keepends=True)[0]
+    behind = killed_trial_folder(tune, "abc12", params='{"lr": 0.01}', results=first_line)
+    killed_trial_folder(staging, "abc12", params='{"lr": 0.01}', results=REPORTS)
+    assert ray_state.repair_trials(tune, staging) == ["abc12/result.json"]
+    assert (behind / "result.json").read_text() == REPORTS
+    (staging / behind.name / "result.json").write_text('{"epoch": 9}\n')  # another history: not taken
+    (behind / "result.json").write_text(first_line)
+    assert ray_state.repair_trials(tune, staging) == []
+
+
 def test_a_cut_copy_in_staging_is_never_taken(tmp_path):
     from search import ray_state
 
@@ -159,23 +174,23 @@ def test_a_cut_copy_in_staging_is_never_taken(tmp_path):
     assert (cut / "params.json").read_text() == "" and (cut / "result.json").read_text() == REPORTS[:-5]
 
 
-def saved_state_naming(tune_dir: Path, checkpoints: dict[str, tuple[str, str]]) -> None:
-    """An experiment state as Ray saves it (Ray's own Trial serialised), naming for each trial id
-    its (status, latest checkpoint folder)."""
+def saved_state_naming(tune_dir: Path, checkpoints: dict[str, tuple[str, list[str]]]) -> None:
+    """An experiment state as Ray saves it (Ray's own Trial serialised), naming for each trial id its
+    status and the checkpoints its manager holds ("<trial folder>/<checkpoint>", the last the latest)."""
     from ray.train._internal.session import _TrainingResult
     from ray.train._internal.storage import StorageContext
     from ray.tune import Checkpoint
     from ray.tune.experiment import Trial
 
     data = []
-    for trial_id, (status, name) in checkpoints.items():
-        folder = f"run_trial_{trial_id}_00001_x"
+    for trial_id, (status, names) in checkpoints.items():
         storage = StorageContext(storage_path=str(tune_dir.parent), experiment_dir_name=tune_dir.name,
-                                 trial_dir_name=folder)
+                                 trial_dir_name=f"run_trial_{trial_id}_00001_x")
         trial = Trial("run_trial", config={}, storage=storage, trial_id=trial_id, stub=True)
         trial.status = status
-        trial.run_metadata.checkpoint_manager.register_checkpoint(
-            _TrainingResult(checkpoint=Checkpoint(str(tune_dir / folder / name)), metrics={"training_iteration": 1}))
+        for i, name in enumerate(names):
+            trial.run_metadata.checkpoint_manager.register_checkpoint(
+                _TrainingResult(checkpoint=Checkpoint(str(tune_dir / name)), metrics={"training_iteration": i + 1}))
         data.append(list(trial.get_json_state()))
     (tune_dir / "experiment_state-2026-11-30_10-00-00.json").write_text(json.dumps({"trial_data": data}))
 
@@ -183,28 +198,48 @@ def saved_state_naming(tune_dir: Path, checkpoints: dict[str, tuple[str, str]]) 
 def test_a_checkpoint_ray_deleted_before_saving_its_state_is_refilled_from_the_newest(tmp_path):
     """Ray deletes a trial's older checkpoint as it registers a newer one, then saves its state: a
     kill -9 in between left a state naming a deleted checkpoint, and the trial failed on resume
-    ("does not exist on storage anymore"). The newest checkpoint takes its place: a trial that had
-    ended finds its end mark, one still training goes on from its newest state."""
+    ("does not exist on storage anymore"). The newest checkpoint takes the place of the one Ray restores
+    from: a trial that had ended finds its end mark, one still training goes on from its newest state."""
     from search.ray_state import refill_lost_checkpoints
 
     tune = tmp_path / "tune"
-    for trial_id, kept in (("aaa11", "checkpoint_000002"), ("bbb22", None), ("ccc33", "checkpoint_000001"),
-                           ("ddd44", "checkpoint_000001")):
+    kept = {"aaa11": "checkpoint_000003", "bbb22": None, "ccc33": "checkpoint_000001", "ddd44": "checkpoint_000001",
+            "eee55": None}
+    for trial_id, name in kept.items():
         (tune / f"run_trial_{trial_id}_00001_x").mkdir(parents=True)
-        if kept:
-            (tune / f"run_trial_{trial_id}_00001_x" / kept).mkdir()
-            (tune / f"run_trial_{trial_id}_00001_x" / kept / "ended").write_text(trial_id)
-    saved_state_naming(tune, {"aaa11": ("RUNNING", "checkpoint_000001"), "bbb22": ("PAUSED", "checkpoint_000000"),
-                              "ccc33": ("RUNNING", "checkpoint_000001"),  # there: left alone
-                              "ddd44": ("TERMINATED", "checkpoint_000000")})  # not restarted: left alone
-    assert refill_lost_checkpoints(tune) == ["aaa11: checkpoint_000001 from checkpoint_000002",
+        if name:
+            (tune / f"run_trial_{trial_id}_00001_x" / name).mkdir()
+            (tune / f"run_trial_{trial_id}_00001_x" / name / "ended").write_text(trial_id)
+    folder = lambda trial_id, name: f"run_trial_{trial_id}_00001_x/{name}"  # noqa: E731
+    saved_state_naming(tune, {
+        # two named, both gone: only the latest, which Ray restores from, is refilled
+        "aaa11": ("RUNNING", [folder("aaa11", "checkpoint_000001"), folder("aaa11", "checkpoint_000002")]),
+        "bbb22": ("PAUSED", [folder("bbb22", "checkpoint_000000")]),
+        "ccc33": ("RUNNING", [folder("ccc33", "checkpoint_000001")]),  # there: left alone
+        "ddd44": ("TERMINATED", [folder("ddd44", "checkpoint_000000")]),  # not restarted: left alone
+        # a clone's checkpoint in another trial's folder (Population Based Training): left to Ray
+        "eee55": ("PAUSED", [folder("ddd44", "checkpoint_000000")])})
+    assert refill_lost_checkpoints(tune) == ["aaa11: checkpoint_000002 from checkpoint_000003",
                                              "bbb22: checkpoint_000000 gone and no other, restarts at epoch 1"]
-    assert (tune / "run_trial_aaa11_00001_x" / "checkpoint_000001" / "ended").read_text() == "aaa11"
-    assert list((tune / "run_trial_bbb22_00001_x" / "checkpoint_000000").iterdir()) == []
-    assert not (tune / "run_trial_ddd44_00001_x" / "checkpoint_000000").exists()
+    assert (tune / folder("aaa11", "checkpoint_000002") / "ended").read_text() == "aaa11"
+    assert list((tune / folder("bbb22", "checkpoint_000000")).iterdir()) == []
+    assert not (tune / folder("ddd44", "checkpoint_000000")).exists()
     assert sorted(p.name for p in (tune / "run_trial_aaa11_00001_x").iterdir()) == [
-        "checkpoint_000001", "checkpoint_000002"]  # no copy left half-way
+        "checkpoint_000002", "checkpoint_000003"]  # the older one not refilled, no copy left half-way
     assert refill_lost_checkpoints(tune) == []
+
+
+def test_a_trials_last_epoch_only_its_checkpoint_kept_says_whether_it_ended(tmp_path):
+    """result.json behind its checkpoint after a kill: the epochs come from the checkpoint's history,
+    and the end mark of a trial's last checkpoint makes it completed, not stopped."""
+    from search.tables import _with_checkpointed_epochs
+
+    (tmp_path / "checkpoint_000002").mkdir()
+    (tmp_path / "checkpoint_000002" / "history.json").write_text(json.dumps([{"epoch": e} for e in (1, 2)]))
+    rows = [{"epoch": 1, "finished": False}]
+    assert _with_checkpointed_epochs(rows, tmp_path)[-1] == {"epoch": 2}  # a checkpoint mid-run
+    (tmp_path / "checkpoint_000002" / "ended").write_text("")
+    assert _with_checkpointed_epochs(rows, tmp_path) == [rows[0], {"epoch": 2, "finished": True}]
 
 
 @pytest.mark.slow

@@ -203,6 +203,27 @@ def test_asha_carries_over_the_rungs_of_earlier_trials():
     for trial_id, value, action in (("new-bad", 4.6, TrialScheduler.STOP), ("new-good", 3.5, TrialScheduler.CONTINUE)):
         trial = Trial(trial_id)
         built.on_trial_add(None, trial)
-        result = {"training_iteration": 2, "val_rank_loss": value}
+        result = {"epoch": 2, "training_iteration": 2, "val_rank_loss": value}
         assert built.on_trial_result(None, trial, result) == action
     assert schedulers.get("fifo").carry_over(FIFOScheduler(), history, "val_rank_loss", "min") is None
+
+
+@pytest.mark.parametrize("name", ["asha", "screen"])
+def test_the_schedulers_that_stop_trials_count_the_trials_own_epochs(name):
+    """A trial restarted from epoch 1 (its checkpoint was unreadable or gone) goes on reporting Ray's
+    count of its reports as training_iteration, ahead of its epochs: on that count it was stopped at
+    max_t epochs short. Its epoch is the clock: it trains to its end."""
+    from ray.tune.schedulers import TrialScheduler
+
+    p = plan(trials=4, max_epochs=6, grace_epochs=2, concurrency=1)
+    built = schedulers.get(name).build(p, "acc", "max")
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    trial = Trial("restarted")
+    built.on_trial_add(None, trial)
+    restarted = {"epoch": 1, "training_iteration": 6, "acc": 0.1}  # Ray's count says max_t: not the end
+    assert built.on_trial_result(None, trial, restarted) == TrialScheduler.CONTINUE
+    assert built.on_trial_result(None, trial, {"epoch": 6, "training_iteration": 11, "acc": 0.5}) == TrialScheduler.STOP

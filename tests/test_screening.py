@@ -174,7 +174,7 @@ def test_the_registry_entry_sizes_the_screening_and_carries_it_over():
     assert built.screened and set(built.first_rung()[1]) == {"a", "b"} and built.unjudged == {"b"}
     b = Trial("b")
     built.on_trial_add(None, b)  # Ray brings it back pending and starts it: judged on its next epoch
-    assert built.on_trial_result(None, b, {"training_iteration": 3, "acc": 0.35}) == CONTINUE  # 0.3 >= median 0.25
+    assert built.on_trial_result(None, b, {"epoch": 3, "training_iteration": 3, "acc": 0.35}) == CONTINUE  # 0.3 >= 0.25
     fresh = screen.build(p, "acc", "max")
     screen.carry_over(fresh, history.iloc[:0], "acc", "max")
     assert not fresh.screened  # a new search screens

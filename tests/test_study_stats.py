@@ -168,9 +168,20 @@ def test_a_trial_is_retrained_read_as_its_best_epoch_was_scored():
 
 
 def test_a_finished_retrain_run_with_another_config_is_redone(tmp_path):
+    defaults = {"lr": 1e-3, "count_decode": 0.0}
     job = retraining.Job("top1", {"lr": 1e-3, "seed": 1000}, 1000, "t")
-    assert not retraining.done_before(tmp_path, job)
+    assert not retraining.done_before(tmp_path, job, defaults)
     write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 1e-3, "seed": 1000}})
-    assert retraining.done_before(tmp_path, job)
+    assert retraining.done_before(tmp_path, job, defaults)
     write_json(tmp_path / "retrain" / job.name / "metrics.json", {"config": {"lr": 2e-3, "seed": 1000}})
-    assert not retraining.done_before(tmp_path, job)
+    assert not retraining.done_before(tmp_path, job, defaults)
+
+
+def test_a_retrain_run_done_before_the_experiment_gained_a_key_is_kept_at_its_default(tmp_path):
+    """A run retrained before shapes had count_decode read its counts as count_decode 0 does: resumed
+    after the upgrade, it is not trained again; one the key would change is."""
+    defaults = {"lr": 1e-3, "count_decode": 0.0}
+    same = retraining.Job("top1", {"lr": 1e-3, "seed": 1000, "count_decode": 0.0}, 1000, "t")
+    other = retraining.Job("top1", {"lr": 1e-3, "seed": 1000, "count_decode": 1.0}, 1000, "t")
+    write_json(tmp_path / "retrain" / same.name / "metrics.json", {"config": {"lr": 1e-3, "seed": 1000}})
+    assert retraining.done_before(tmp_path, same, defaults) and not retraining.done_before(tmp_path, other, defaults)
