@@ -26,7 +26,7 @@ from pathlib import Path
 
 from datasets.files import atomic_write
 from search.config import UserError
-from search.tables import TRIAL_DIR
+from search.tables import folder_trial_id
 
 # The files of one save, newest by name (they are named after the Ray session that wrote them).
 PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "callback-states-*.pkl")
@@ -86,7 +86,8 @@ def staging_of(run_dir: Path) -> Path | None:
 def repair(tune_dir: Path, run_dir: Path) -> list[str]:
     """The names of the files of tune/ that were cut short and are now the staging folder's whole
     copies; [] when nothing was cut short."""
-    return repair_state(tune_dir, staging_of(run_dir)) + repair_trials(tune_dir, staging_of(run_dir))
+    staging = staging_of(run_dir)
+    return repair_state(tune_dir, staging) + repair_trials(tune_dir, staging)
 
 
 def behind(target: Path, source: Path) -> bool:
@@ -112,8 +113,7 @@ def repair_trials(tune_dir: Path, staging: Path | None) -> list[str]:
             source, target = staging / folder.name / name, folder / name
             if behind(target, source):
                 atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
-                trial = TRIAL_DIR.search(folder.name)
-                repaired.append(f"{trial.group(1) if trial else folder.name}/{name}")
+                repaired.append(f"{folder_trial_id(folder.name) or folder.name}/{name}")
     return repaired
 
 
@@ -158,7 +158,7 @@ def recorded_checkpoints(tune_dir: Path) -> list[tuple[str, str]]:
         found = ((m.group(1).decode(errors="replace"), m.group(2).decode())
                  for m in in_tune.finditer(bytes.fromhex(manager.get("value", ""))))
         own = [(folder, name) for folder, name in found
-               if (m := TRIAL_DIR.search(folder)) and m.group(1) == trial.get("trial_id")]
+               if folder_trial_id(folder) == trial.get("trial_id")]
         if own:
             named.append(max(own, key=lambda checkpoint: checkpoint[1]))
     return named
@@ -184,7 +184,6 @@ def refill_lost_checkpoints(tune_dir: Path) -> list[str]:
         else:
             staging.mkdir()
         staging.rename(lost)
-        trial = TRIAL_DIR.search(folder)
-        refilled.append(f"{trial.group(1) if trial else folder}: {name} from {kept[-1].name}" if kept else
-                        f"{trial.group(1) if trial else folder}: {name} gone and no other, restarts at epoch 1")
+        refilled.append(f"{folder_trial_id(folder) or folder}: {name} "
+                        + (f"from {kept[-1].name}" if kept else "gone and no other, restarts at epoch 1"))
     return refilled

@@ -63,6 +63,12 @@ def journal(path: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def _step(result: Mapping[str, Any]) -> Any:
+    """The step of a trial's result told to Optuna: its epoch (protocol.EPOCH_CLOCK), not Ray's count
+    of its reports, which runs ahead after a restart."""
+    return result.get(EPOCH_CLOCK, result.get("training_iteration"))
+
+
 class HonestOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
@@ -84,7 +90,7 @@ class HonestOptunaSearch(OptunaSearch):
             state, value = optuna.trial.TrialState.PRUNED, None
             # its last epoch reaches Ray as the final result, not as an intermediate one: report it, or a
             # trial stopped at its first rung would enter TPE with no value at all
-            step = None if result is None else result.get(EPOCH_CLOCK, result.get("training_iteration"))
+            step = None if result is None else _step(result)
             if finite and isinstance(step, int) and step not in stored.intermediate_values:
                 ot_trial.report(result[self.metric], step)
         else:
@@ -117,10 +123,9 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):  # NaN never reaches Optuna
-            # Ray's OptunaSearch steps by training_iteration; the step is the epoch (protocol.EPOCH_CLOCK).
-            # A restarted trial's repeated epochs are ignored by Optuna, their first values stand.
-            super().on_trial_result(trial_id, {**result, "training_iteration": result.get(
-                EPOCH_CLOCK, result.get("training_iteration"))})
+            # Ray's OptunaSearch steps by training_iteration; ours by the epoch (_step). A restarted
+            # trial's repeated epochs are ignored by Optuna: their first values stand.
+            super().on_trial_result(trial_id, {**result, "training_iteration": _step(result)})
 
     @property
     def study(self) -> optuna.Study:

@@ -97,12 +97,17 @@ def trial_dirs(tune_dir: Path, staging: Path | None = None) -> list[Path]:
     return sorted(found.values(), key=order)
 
 
-def _trial_id(trial_dir: Path) -> str | None:
-    rows = _read_results(trial_dir)
+def folder_trial_id(name: str) -> str | None:
+    """The trial id in the name of a trial's folder (TRIAL_DIR), or None."""
+    m = TRIAL_DIR.search(name)
+    return m.group(1) if m else None
+
+
+def _trial_id(trial_dir: Path, rows: list[dict[str, Any]]) -> str | None:
+    """From the trial's reports (`rows`, its result.json), else from its folder's name."""
     if rows and rows[0].get("trial_id"):
         return rows[0]["trial_id"]
-    m = TRIAL_DIR.search(trial_dir.name)
-    return m.group(1) if m else None
+    return folder_trial_id(trial_dir.name)
 
 
 def _params(trial_dir: Path, reported: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -126,7 +131,7 @@ def collect(tune_dir: Path, base: Mapping[str, Any], objective: str, mode: str, 
     trials, history = [], []
     for trial_dir in trial_dirs(tune_dir, staging):
         reported = _read_results(trial_dir)
-        trial_id = _trial_id(trial_dir)
+        trial_id = _trial_id(trial_dir, reported)
         # a running trial's params.json may be mid-write (Ray rewrites it at each start): skipped this time
         params = _params(trial_dir, reported if trial_id not in running else [])
         if params is None:
