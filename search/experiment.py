@@ -188,6 +188,9 @@ class Budget:
     # Read each trial's last epoch every way the experiment's `decoding` offers and keep the best, instead
     # of searching those keys (they change no training: a trial spent on each value is a trial lost).
     choose_decoding: bool = False
+    # The baseline's variants (Experiment.warm_variants) are tried after it before TPE proposes; False: the
+    # baseline alone, where a budget's measurements show its variants never win (each costs a whole trial).
+    warm_variants: bool = True
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class Plan:
     # Each trial's last epoch is read every way the experiment's `decoding` offers, its keys not searched
     # (a run written before this field searched them, or kept them at the baseline: False keeps that).
     choose_decoding: bool = False
+    warm_variants: bool = True  # the baseline's variants follow it as first trials (Budget.warm_variants)
     retrain_top_k: int = 1  # configs retrained besides the baseline
     retrain_seeds: int = 2
     retrain_epochs: int = 8
@@ -177,7 +178,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
         retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
         retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
         retrain_subset=SMOKE_SUBSET if smoke else None, test_subset=SMOKE_SUBSET if smoke else None,
-        max_failures=max_failures, budget=budget_name,
+        max_failures=max_failures, budget=budget_name, warm_variants=smoke or budget.warm_variants,
     )
     plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1

@@ -158,10 +158,12 @@ def save_study(searcher, run_dir: Path) -> None:
         write_csv(run_dir / "optuna_trials.csv", frame)
 
 
-def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim]) -> list[dict[str, Any]]:
-    """The baseline first, then the experiment's variants of it that change something searched."""
+def warm_points(exp: Experiment, base: dict[str, Any], space: dict[str, Dim],
+                variants: bool = True) -> list[dict[str, Any]]:
+    """The baseline first, then (unless `variants` is False) the experiment's variants of it that change
+    something searched."""
     points = [warm_start(base, space)]
-    for variant in exp.warm_variants:
+    for variant in exp.warm_variants if variants else ():
         changes = {k: v for k, v in variant.items() if k in space}
         point = warm_start({**base, **changes}, space)
         if changes and point not in points:
@@ -181,7 +183,7 @@ def new_tuner(exp: Experiment, trainable, base: dict[str, Any], space: dict[str,
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
     earlier_trials, earlier_history = earlier or (pd.DataFrame(), pd.DataFrame())
     # the baseline and its variants were the first round's first trials
-    warm = warm_points(exp, base, space) if tune_round == 1 else []
+    warm = warm_points(exp, base, space, plan.warm_variants) if tune_round == 1 else []
     if scheduler.proposes_configs:
         # Population based: Ray refuses TPE beside it. The population is the warm start and its variants,
         # then seeded random draws; all trials exist from the start, and the scheduler takes turns
