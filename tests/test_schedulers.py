@@ -167,8 +167,7 @@ def test_the_cpu_budget_searches_its_keys_and_the_warm_start_tries_the_schedules
     assert all(p["lr"] == base["lr"] and p["dropout"] == base["dropout"] for p in points)
     no_schedule = {k: d for k, d in cpu.items() if k != "schedule"}  # e.g. --set schedule=onecycle
     assert len(warm_points(exp, base, no_schedule)) == 1  # variants that change nothing searched are dropped
-    # the 90min budget starts from the baseline alone (its variants never won there), and so does a plan
-    # that says so; a plan without the field (a run written before it) keeps the variants on resume
+    # the 90min budget starts from the baseline alone (its variants never won there); the CPU default keeps them
     ninety = make_plan(exp, Hardware(cpus=2, gpus=0), trials=None, max_epochs=None, time_budget_min=None,
                        concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, budget_name="90min")
     assert not ninety.warm_variants and plan().warm_variants

@@ -148,12 +148,8 @@ EXPERIMENT = Experiment(
         # behind 8 are in `why` and the README (benchmarks/synthetic_mix.py --mode pool): 9,000 real images
         # for 135 classes is ~67 per class, the net is short of data, and the generator is faithful
         # ("Fidelity of the generated data").
-        # Its one rung is at epoch 20, not 10: a one-cycle schedule peaks at epoch 12 of 40, and over the 40-epoch
-        # trials of three runs on an Intel Xeon the class NLL's Spearman with the final top-1 was -0.51 at
-        # epoch 10, -0.84 at 20 (the rung at 10 stopped a run's best config, 0.633 in the run before).
-        # No schedule variants of the baseline: in those three runs the seed's config under one-cycle and
-        # cosine reached 0.49-0.53, TPE's picks 0.59-0.63, and the two cost 80 of the ~260 epochs 50 minutes
-        # hold there.
+        # Its one rung and its warm start: `why` gives the figures (the rung at 10 had stopped a run's best
+        # config; the two variants cost 80 of the ~260 epochs 50 minutes hold on the Intel Xeon).
         "90min": Budget(trials=20, max_epochs=40, grace_epochs=20, retrain_seeds=3, retrain_epochs=40,
                         retrain_minutes=36, full_split=True, time_budget_min=50, choose_decoding=True,
                         warm_variants=False,
