@@ -66,6 +66,9 @@ class Plan:
     # ran (search/stages.py fit_retraining); retrain_fitted records that the cut was made (resume keeps it).
     retrain_minutes: float | None = None
     retrain_fitted: bool = False
+    # The whole run's minutes (Budget.total_minutes): split_total sets the search's time budget and the
+    # retraining's minutes from it, once, before the search (run.json keeps the split for --resume).
+    total_min: float | None = None
     retrain_subset: int | None = None  # training images per retrain run (smoke only)
     # held-out images scored (smoke only: a smoke run checks the machinery); a smoke run written before
     # this field scored all of them, and its missing value (None) keeps that on --resume
@@ -187,6 +190,9 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
     # Epochs given on the command line are trained as given, unless minutes are given too.
     plan.retrain_minutes = retrain_minutes or (None if smoke or retrain_epochs else budget.retrain_minutes)
+    # Minutes typed for either part, or epochs typed for the retraining, are kept as typed: no total to split.
+    typed = time_budget_min or retrain_minutes or retrain_epochs
+    plan.total_min = None if smoke or typed else budget.total_minutes
     plan.why = "" if scheduler or smoke else budget.why
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     searched = plan.searched if plan.searched is not None else list(exp.space)
@@ -211,12 +217,12 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
     epochs = search_epochs
     seconds_per_epoch = (train_size + val_size / 3) / images_per_second  # evaluation ~ 1/3 of a step
     search = epochs * seconds_per_epoch / plan.concurrency * 1.1  # +10% for Tune's own overhead
-    retrain_images = (plan.retrain_top_k + 1) * plan.retrain_seeds * plan.retrain_epochs * (
-        plan.retrain_subset or full_train_size)
-    retrain = retrain_images / images_per_second / plan.concurrency
+    runs, images = (plan.retrain_top_k + 1) * plan.retrain_seeds, plan.retrain_subset or full_train_size
+    retrain = retrain_seconds(plan.retrain_epochs, 1 / side_by_side(plan, images_per_second), images, runs,
+                              plan.concurrency) if full_train_size else 0.0
     # the time budget ends the search, and the retraining's epochs are cut to its minutes
     search = min(search, plan.time_budget_s or math.inf)
-    retrain = min(retrain, plan.retrain_minutes * 60 if plan.retrain_minutes and retrain_images else math.inf)
+    retrain = min(retrain, plan.retrain_minutes * 60 if plan.retrain_minutes else math.inf)
     return (search + retrain) / 60
 
 
@@ -225,11 +231,48 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
 RUN_OVERHEAD_S = 30.0
 
 
+def retrain_seconds(epochs: int, seconds_per_image: float, images: int, runs: int, concurrency: int) -> float:
+    """Wall time of `runs` retrain runs of `epochs` epochs of `images` images, `concurrency` at once."""
+    waves = math.ceil(runs / max(1, concurrency))
+    return waves * (epochs * images * seconds_per_image + RUN_OVERHEAD_S)
+
+
+# Two 1-thread trials side by side train slower each than the one trial the plan times alone before the
+# search (Intel Xeon, shapes, fp32: 379 images/s each in the search against 413 timed alone).
+SIDE_BY_SIDE = 0.92
+# Minutes of a run outside its search and retraining: loading the data, timing a trial, the report (about
+# half a minute in the 90-minute runs measured here), and a minute in hand.
+OUTSIDE_MIN = 1.5
+
+
+def side_by_side(plan: Plan, images_per_second: float) -> float:
+    """A trial's speed when the plan's trials run together, from one trial's timed alone."""
+    return images_per_second * (SIDE_BY_SIDE if plan.concurrency > 1 else 1.0)
+
+
+def split_total(plan: Plan, images_per_second: float, retrain_images: int) -> None:
+    """Share plan.total_min between search and retraining: the retraining at its planned epochs first, at
+    `images_per_second` (one trial timed alone), then the search gets the rest, at least a third of the total
+    (a slower machine then retrains fewer epochs: fit_retraining cuts them at the speed the search ran).
+    Why the retraining first: the search trains at the retraining's horizon so that what wins is what is
+    retrained; a retraining cut short reads the winner at another horizon (on the Intel Xeon, 29 epochs
+    of the 40 searched)."""
+    if not plan.total_min or not math.isfinite(images_per_second) or images_per_second <= 0:
+        return
+    runs = (plan.retrain_top_k + 1) * plan.retrain_seeds
+    speed = side_by_side(plan, images_per_second)
+    reserve = retrain_seconds(plan.retrain_epochs, 1 / speed, retrain_images, runs, plan.concurrency) / 60
+    search = max(plan.total_min / 3, plan.total_min - OUTSIDE_MIN - reserve)
+    # tenths of a minute, rounded down: what it leaves the retraining is never less than set aside
+    plan.time_budget_min = math.floor(min(search, plan.time_budget_min or math.inf) * 10) / 10
+    plan.retrain_minutes = round(plan.total_min - OUTSIDE_MIN - plan.time_budget_min, 1)
+
+
 def fitted_retrain_epochs(planned: int, minutes: float, seconds_per_image: float, images: int, runs: int,
                           concurrency: int) -> int:
     """The most epochs, at most `planned` and at least 1, in which `runs` retrain runs of `images` images
     an epoch, `concurrency` at once, end within `minutes`, each image taking `seconds_per_image` (as the
     search's trials trained, as many at once)."""
-    waves = math.ceil(runs / max(1, concurrency))
+    waves = math.ceil(runs / max(1, concurrency))  # retrain_seconds, solved for the epochs
     epochs = math.floor((minutes * 60 - waves * RUN_OVERHEAD_S) / (waves * images * seconds_per_image))
     return max(1, min(planned, epochs))

@@ -37,7 +37,7 @@ from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
 from search.io import read_csv
 from search.loop import Decoding, images_per_second
-from search.plan import Hardware, Plan, cut_to_plan, estimate_minutes, fitted_retrain_epochs
+from search.plan import OUTSIDE_MIN, Hardware, Plan, cut_to_plan, estimate_minutes, fitted_retrain_epochs, split_total
 from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord
 from search.tables import best_trial
@@ -143,6 +143,8 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     batch = base["batch_size"]
     ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan,
                               local=not request.options.get("address"))
+    if previous is None:  # once: a resumed run keeps the split its run.json holds
+        split_total(plan, ips, len(data.full_train) if request.retrain else 0)
     left = plan if growth is None else dataclasses.replace(plan, trials=growth["trials"] - growth["trials_before"])
     plan.estimate_min = estimate_minutes(left, len(data.train), len(data.val),
                                          len(data.full_train) if request.retrain else 0, ips,
@@ -231,6 +233,10 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
         + (f", time budget {plan.time_budget_min:g} min" if plan.time_budget_min else ""))
     if plan.why:
         say(f"why: {plan.why}")
+    if plan.total_min and plan.time_budget_min:
+        say(f"time: {plan.total_min:g} min in all; the retraining's {plan.retrain_epochs} epochs set aside first, "
+            f"{plan.retrain_minutes:g} min at {ips:.0f} images/s per trial (measured just now), so the search gets "
+            f"{plan.time_budget_min:g} min")
     if ctx.record.tuned_with:
         say(f"every trial and tuned config trains with {format_config(ctx.record.tuned_with)}; the baseline without")
     decoding = trial_readings(ctx)
@@ -324,7 +330,12 @@ def fit_retraining(ctx: RunContext) -> None:
     the search's epochs trained here (a named budget then holds its time on a slower machine). The cut
     is written to run.json before any run starts: a resumed retraining trains the same epochs."""
     plan = ctx.plan
-    if not plan.retrain_minutes or plan.retrain_fitted:
+    if plan.retrain_fitted:
+        return
+    if plan.total_min and plan.time_budget_min:  # what the search left of the total, at least what was set aside
+        left = round(plan.total_min - OUTSIDE_MIN - ctx.record.search_wall_s / 60, 1)
+        plan.retrain_minutes = max(plan.retrain_minutes or 0.0, left)
+    if not plan.retrain_minutes:
         return
     path = ctx.run_dir / "history.csv"
     history = read_csv(path) if path.exists() else pd.DataFrame()

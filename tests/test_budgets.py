@@ -8,7 +8,17 @@ import pytest
 from search import experiments
 from search.config import UserError
 from search.experiments import digit_pairs, shapes
-from search.plan import CPU_SEARCH_SUBSET, RUN_OVERHEAD_S, Hardware, estimate_minutes, fitted_retrain_epochs, make_plan
+from search.plan import (
+    CPU_SEARCH_SUBSET,
+    OUTSIDE_MIN,
+    RUN_OVERHEAD_S,
+    SIDE_BY_SIDE,
+    Hardware,
+    estimate_minutes,
+    fitted_retrain_epochs,
+    make_plan,
+    split_total,
+)
 
 LAPTOP = Hardware(cpus=2, gpus=0)
 
@@ -26,7 +36,7 @@ def test_the_90_minute_budget_sizes_the_whole_run():
                                                                      budget.grace_epochs)
     assert (named.retrain_seeds, named.retrain_epochs) == (3, budget.max_epochs)  # retrained as searched
     assert named.subset is None and default.subset == CPU_SEARCH_SUBSET  # trials see the whole split
-    assert named.time_budget_min == budget.time_budget_min and default.time_budget_min is None
+    assert named.total_min == budget.total_minutes and default.total_min is None  # split once the speed is timed
     assert (named.rank_metric, named.rank_mode) == (default.rank_metric, default.rank_mode) == ("val_rank_loss", "min")
     assert named.searched == default.searched == ["lr", "schedule", "dropout", "weight_decay", "lambda_cnt"]
     assert named.choose_decoding and not default.choose_decoding  # the decoding is chosen per trial, not searched
@@ -59,22 +69,35 @@ def test_retrain_epochs_fitted_to_minutes():
     assert fitted_retrain_epochs(minutes=0.01, **fit) == 1  # at least one epoch, however short the time
 
 
-def test_the_90_minute_budget_holds_its_time_on_a_slower_machine():
-    p = plan("90min")
-    assert p.retrain_minutes == shapes.EXPERIMENT.budgets["90min"].retrain_minutes and not p.retrain_fitted
-    runs = (p.retrain_top_k + 1) * p.retrain_seeds
-    # Measured: the AMD EPYC (bf16) trained ~1.75 ms per image with two trials at once, an Intel Xeon
-    # without bf16 (fp32) ~4.1 ms. The first keeps the budget's 40 epochs, the second is cut to fit.
-    fast = fitted_retrain_epochs(p.retrain_epochs, p.retrain_minutes, 0.00175, 9000, runs, p.concurrency)
-    slow = fitted_retrain_epochs(p.retrain_epochs, p.retrain_minutes, 0.0041, 9000, runs, p.concurrency)
-    assert fast == p.retrain_epochs and 10 <= slow < p.retrain_epochs
-    # the estimate counts the search's time budget and the retraining's minutes, not what they would take
-    slow_ips = 0.6 / 0.0041  # a single-trial throughput that slow (images/s), 60% of it per trial when two run
-    minutes = estimate_minutes(p, 8000, 1000, 9000, slow_ips, search_epochs=350)
-    assert minutes == pytest.approx(p.time_budget_min + p.retrain_minutes)
-    assert plan("90min", retrain_epochs=30).retrain_minutes is None  # typed epochs are trained as typed
+def timed(p, images_per_second):
+    split_total(p, images_per_second, retrain_images=9000)
+    return p
+
+
+def test_the_90_minute_budget_sets_the_retraining_aside_first():
+    runs = (plan("90min").retrain_top_k + 1) * plan("90min").retrain_seeds
+    # Timed alone before the search: an Intel Xeon without bf16 (fp32) ~413 images/s, an AMD EPYC with it ~650.
+    slow, fast = timed(plan("90min"), 413.0), timed(plan("90min"), 650.0)
+    for p, ips in ((slow, 413.0), (fast, 650.0)):
+        assert p.time_budget_min + p.retrain_minutes + OUTSIDE_MIN == pytest.approx(p.total_min)
+        # the retraining's minutes hold all its epochs at the speed two trials side by side train
+        per_image = 1 / (ips * SIDE_BY_SIDE)
+        assert fitted_retrain_epochs(40, p.retrain_minutes, per_image, 9000, runs, p.concurrency) == p.retrain_epochs
+        assert fitted_retrain_epochs(40, p.retrain_minutes - 1.0, per_image, 9000, runs, p.concurrency) < 40
+    assert 35 < slow.time_budget_min < 40 < 50 < fast.time_budget_min  # the slower machine searches less
+    # the estimate counts the split, not what an untimed search would take
+    assert estimate_minutes(slow, 8000, 1000, 9000, 413.0, search_epochs=1000) == pytest.approx(
+        slow.total_min - OUTSIDE_MIN, abs=0.1)
+    # so slow that the retraining would take the whole run: the search keeps a third, the retraining is cut
+    crawl = timed(plan("90min"), 100.0)
+    assert crawl.time_budget_min == pytest.approx(crawl.total_min / 3, abs=0.1)
+    assert fitted_retrain_epochs(40, crawl.retrain_minutes, 1 / (100 * SIDE_BY_SIDE), 9000, runs, 2) < 40
+    # typed minutes or epochs are kept as typed: nothing to split
+    for typed in (dict(time_budget_min=30.0), dict(retrain_minutes=20), dict(retrain_epochs=30)):
+        p = timed(plan("90min", **typed), 413.0)
+        assert p.total_min is None and p.time_budget_min == typed.get("time_budget_min")
+    assert timed(plan(), 413.0).time_budget_min is None  # the default budget has no total
     assert plan("90min", retrain_epochs=30, retrain_minutes=20).retrain_minutes == 20
-    assert plan().retrain_minutes is None  # the hardware's default budget trains what it plans
     with pytest.raises(UserError, match="--retrain-minutes"):
         plan("90min", retrain_minutes=0)
 
