@@ -268,6 +268,15 @@ def split_total(plan: Plan, images_per_second: float, retrain_images: int) -> No
     plan.retrain_minutes = round(plan.total_min - OUTSIDE_MIN - plan.time_budget_min, 1)
 
 
+def retrain_minutes_left(plan: Plan, search_wall_s: float) -> float | None:
+    """The retraining's minutes once the search has ended: under a total, what the search left of it, never
+    less than split_total set aside (a search ended early leaves more); else the plan's own."""
+    if not (plan.total_min and plan.time_budget_min):
+        return plan.retrain_minutes
+    left = math.floor((plan.total_min - OUTSIDE_MIN - search_wall_s / 60) * 10) / 10
+    return max(plan.retrain_minutes or 0.0, left)
+
+
 def fitted_retrain_epochs(planned: int, minutes: float, seconds_per_image: float, images: int, runs: int,
                           concurrency: int) -> int:
     """The most epochs, at most `planned` and at least 1, in which `runs` retrain runs of `images` images

@@ -37,7 +37,15 @@ from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment
 from search.io import read_csv
 from search.loop import Decoding, images_per_second
-from search.plan import OUTSIDE_MIN, Hardware, Plan, cut_to_plan, estimate_minutes, fitted_retrain_epochs, split_total
+from search.plan import (
+    Hardware,
+    Plan,
+    cut_to_plan,
+    estimate_minutes,
+    fitted_retrain_epochs,
+    retrain_minutes_left,
+    split_total,
+)
 from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord
 from search.tables import best_trial
@@ -332,9 +340,7 @@ def fit_retraining(ctx: RunContext) -> None:
     plan = ctx.plan
     if plan.retrain_fitted:
         return
-    if plan.total_min and plan.time_budget_min:  # what the search left of the total, at least what was set aside
-        left = round(plan.total_min - OUTSIDE_MIN - ctx.record.search_wall_s / 60, 1)
-        plan.retrain_minutes = max(plan.retrain_minutes or 0.0, left)
+    plan.retrain_minutes = retrain_minutes_left(plan, ctx.record.search_wall_s)
     if not plan.retrain_minutes:
         return
     path = ctx.run_dir / "history.csv"

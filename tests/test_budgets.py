@@ -17,6 +17,7 @@ from search.plan import (
     estimate_minutes,
     fitted_retrain_epochs,
     make_plan,
+    retrain_minutes_left,
     split_total,
 )
 
@@ -88,6 +89,10 @@ def test_the_90_minute_budget_sets_the_retraining_aside_first():
     # the estimate counts the split, not what an untimed search would take
     assert estimate_minutes(slow, 8000, 1000, 9000, 413.0, search_epochs=1000) == pytest.approx(
         slow.total_min - OUTSIDE_MIN, abs=0.1)
+    # once the search has ended, the retraining gets what it left of the total, never less than set aside
+    assert retrain_minutes_left(slow, search_wall_s=slow.time_budget_min * 60 + 30) == slow.retrain_minutes
+    assert retrain_minutes_left(slow, search_wall_s=20 * 60) == pytest.approx(slow.total_min - OUTSIDE_MIN - 20)
+    assert retrain_minutes_left(plan("90min", retrain_minutes=20), search_wall_s=60) == 20  # no total: as typed
     # so slow that the retraining would take the whole run: the search keeps a third, the retraining is cut
     crawl = timed(plan("90min"), 100.0)
     assert crawl.time_budget_min == pytest.approx(crawl.total_min / 3, abs=0.1)
