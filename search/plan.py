@@ -229,12 +229,19 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
 # A retrain run's seconds besides its epochs: starting its worker, building its training pool, scoring
 # the held-out split (shapes on a CPU: 10-20 s; counted high, so that a fitted retraining ends in time).
 RUN_OVERHEAD_S = 30.0
+# Runs side by side end together only as fast as the slower one: in the 90-minute run of 2026-11-30 on the
+# Intel Xeon, the search's trials trained at a median 405 images/s each, the six 40-epoch retrain runs at
+# 366-405 (one pair's runs: 24.6 and 22.3 s an epoch), and the retraining took 47.2 minutes where that median
+# pace gave 46.0: 3% more.
+SLOWER_OF_A_WAVE = 1.03
 
 
 def retrain_seconds(epochs: int, seconds_per_image: float, images: int, runs: int, concurrency: int) -> float:
-    """Wall time of `runs` retrain runs of `epochs` epochs of `images` images, `concurrency` at once."""
+    """Wall time of `runs` retrain runs of `epochs` epochs of `images` images, `concurrency` at once, each
+    image taking `seconds_per_image` at the median pace."""
     waves = math.ceil(runs / max(1, concurrency))
-    return waves * (epochs * images * seconds_per_image + RUN_OVERHEAD_S)
+    pace = SLOWER_OF_A_WAVE if concurrency > 1 and runs > 1 else 1.0
+    return waves * (epochs * images * seconds_per_image * pace + RUN_OVERHEAD_S)
 
 
 # Two 1-thread trials side by side train slower each than the one trial the plan times alone before the
@@ -282,6 +289,8 @@ def fitted_retrain_epochs(planned: int, minutes: float, seconds_per_image: float
     """The most epochs, at most `planned` and at least 1, in which `runs` retrain runs of `images` images
     an epoch, `concurrency` at once, end within `minutes`, each image taking `seconds_per_image` (as the
     search's trials trained, as many at once)."""
-    waves = math.ceil(runs / max(1, concurrency))  # retrain_seconds, solved for the epochs
-    epochs = math.floor((minutes * 60 - waves * RUN_OVERHEAD_S) / (waves * images * seconds_per_image))
+    per_epoch = retrain_seconds(1, seconds_per_image, images, runs, concurrency) - retrain_seconds(
+        0, seconds_per_image, images, runs, concurrency)  # retrain_seconds is linear in the epochs
+    epochs = math.floor((minutes * 60 - retrain_seconds(0, seconds_per_image, images, runs, concurrency)) / per_epoch
+                        + 1e-9)  # an exact fit, not one float rounding below it
     return max(1, min(planned, epochs))
