@@ -254,25 +254,6 @@ def test_a_pbt_search_retrains_the_best_trials_schedule_and_reports_it(pbt_run):
     assert f"Schedule of the best trial ({best['trial_id']})" in report
 
 
-@pytest.mark.slow
-def test_an_interrupted_pbt_search_resumes_to_the_end(tmp_path, monkeypatch, generated_cache):
-    """A full disk stops the PBT search (resumably); --resume finishes every trial with all its epochs."""
-    from search import cli, run
-    from search.faults import ENV
-    from search.io import read_csv
-
-    monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
-    monkeypatch.setenv(ENV, "disk@2")
-    args = [*PBT_ARGS, "--no-retrain", "--max-failures", "0", "--results", str(tmp_path), "--name", "i"]
-    assert cli.run(run.main, args) == 2
-    monkeypatch.delenv(ENV)
-    assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "i", "--resume"]) == 0
-    trials = read_csv(tmp_path / "shapes" / "i" / "trials.csv")
-    history = read_csv(tmp_path / "shapes" / "i" / "history.csv")
-    assert list(trials["status"]) == ["completed"] * 4
-    assert all(sorted(h["epoch"]) == [1, 2, 3, 4] for _, h in history.groupby("trial_id"))
-
-
 @pytest.mark.parametrize("name", [n for n in experiments.names() if "dropout" in experiments.get(n).defaults])
 def test_every_model_uses_its_one_dropout_rate_in_every_dropout_layer(name):
     """loop.apply_config sets every Dropout layer to config['dropout'] when PBT changes it mid-run: right
@@ -284,9 +265,11 @@ def test_every_model_uses_its_one_dropout_rate_in_every_dropout_layer(name):
 
 
 @pytest.mark.slow
-def test_a_pbt_search_resumes_after_ctrl_c(tmp_path, generated_cache):
+def test_a_pbt_search_resumes_after_ctrl_c_and_after_a_full_disk(tmp_path, generated_cache):
     """Ctrl-C in the middle of a PBT search (trials paused and cloned on the way) exits 130 naming
-    --resume; the resumed search ends every trial with all its epochs, none twice."""
+    --resume; resumed onto a full disk, it stops again (resumably, exit 2); resumed again, it ends every
+    trial with all its epochs, none twice. (One search for both interruptions: each costs a whole
+    PBT search otherwise.)"""
     import os
     import signal
     import subprocess
@@ -295,11 +278,14 @@ def test_a_pbt_search_resumes_after_ctrl_c(tmp_path, generated_cache):
     from pathlib import Path
 
     from search import cli, run
+    from search.faults import ENV
     from search.io import read_csv
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "VISION_HPSEARCH_CACHE": str(generated_cache)}
-    cmd = [sys.executable, "-m", "search.run", *PBT_ARGS, "--no-retrain", "--results", str(tmp_path), "--name", "c"]
+    # --max-failures 0: the full disk below stops the search at once instead of after retries
+    cmd = [sys.executable, "-m", "search.run", *PBT_ARGS, "--no-retrain", "--max-failures", "0", "--results",
+           str(tmp_path), "--name", "c"]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     history_csv = tmp_path / "shapes" / "c" / "history.csv"
     deadline = time.monotonic() + 240
@@ -310,9 +296,13 @@ def test_a_pbt_search_resumes_after_ctrl_c(tmp_path, generated_cache):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "--name c --resume" in err, err[-2000:]
+    resume = ["shapes", "--results", str(tmp_path), "--name", "c", "--resume"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
-        assert cli.run(run.main, ["shapes", "--results", str(tmp_path), "--name", "c", "--resume"]) == 0
+        mp.setenv(ENV, "disk@3")  # the disk is full during a trial's third epoch
+        assert cli.run(run.main, resume) == 2
+        mp.delenv(ENV)
+        assert cli.run(run.main, resume) == 0
     trials, history = read_csv(tmp_path / "shapes" / "c" / "trials.csv"), read_csv(history_csv)
     assert list(trials["status"]) == ["completed"] * 4
     assert all(sorted(h["epoch"]) == [1, 2, 3, 4] for _, h in history.groupby("trial_id"))
