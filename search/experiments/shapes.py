@@ -136,9 +136,9 @@ EXPERIMENT = Experiment(
         # still gains from 30 to 40 epochs (one seed, 8,000 images: held-out 0.541 -> 0.578), where the
         # seed-0 config overfitted past 30. The retraining (2 configs x 3 seeds x 40 epochs on 9,000 images)
         # is set aside first at the speed timed before the search (Plan.total_min): ~31 minutes on an AMD EPYC
-        # with AVX512-BF16, ~49 on an Intel Xeon without it (fp32, 2.2x slower), whose search then gets ~38
+        # with AVX512-BF16, 48-50 on an Intel Xeon without it (fp32, 2.2x slower), whose search then gets 36-38
         # minutes, not 50 (with 50 its retraining was cut to 29 epochs: held-out 0.565 for a config at 0.633
-        # on validation after 40).
+        # on validation after 40; with all 40, 0.587).
         # `tta` and `joint_decode` are not searched: each trial's last epoch is read every way and the best
         # kept (Experiment.decoding), so its 5 searched keys are the default's and it ranks on the class NLL,
         # smoother than top-1 (ranked on top-1 while it searched joint_decode, which the NLL cannot see).
