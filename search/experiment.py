@@ -173,8 +173,8 @@ class Budget:
     # a named budget holds its time on a slower machine (None: retrain_epochs, however long they take).
     retrain_minutes: float | None = None
     # Minutes the whole run may take (search and retraining): the retraining at its planned epochs is set
-    # aside first, at the speed measured before the search, and the search gets the rest (plan.split_total);
-    # time_budget_min and retrain_minutes then only cap the two parts. None: they alone hold the time.
+    # aside first, at the speed measured before the search, and the search gets the rest (plan.split_total),
+    # in place of time_budget_min and retrain_minutes. None: they alone hold the time.
     total_minutes: float | None = None
     # The keys searched at this budget (None: the whole space); the others stay at the baseline. A
     # small budget cannot fit a wide space: 16 trials over 15 dimensions are mostly random draws.

@@ -217,9 +217,10 @@ def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size
     epochs = search_epochs
     seconds_per_epoch = (train_size + val_size / 3) / images_per_second  # evaluation ~ 1/3 of a step
     search = epochs * seconds_per_epoch / plan.concurrency * 1.1  # +10% for Tune's own overhead
-    runs, images = (plan.retrain_top_k + 1) * plan.retrain_seeds, plan.retrain_subset or full_train_size
+    runs = (plan.retrain_top_k + 1) * plan.retrain_seeds
+    images = (plan.retrain_subset or full_train_size) if full_train_size else 0  # 0: no retraining
     retrain = retrain_seconds(plan.retrain_epochs, 1 / side_by_side(plan, images_per_second), images, runs,
-                              plan.concurrency) if full_train_size else 0.0
+                              plan.concurrency)
     # the time budget ends the search, and the retraining's epochs are cut to its minutes
     search = min(search, plan.time_budget_s or math.inf)
     retrain = min(retrain, plan.retrain_minutes * 60 if plan.retrain_minutes else math.inf)
@@ -236,11 +237,17 @@ RUN_OVERHEAD_S = 30.0
 SLOWER_OF_A_WAVE = 1.03
 
 
+def _waves(runs: int, concurrency: int) -> tuple[int, float]:
+    """How many waves `runs` retrain runs take, `concurrency` at once, and a wave's pace (see SLOWER_OF_A_WAVE)."""
+    return math.ceil(runs / max(1, concurrency)), SLOWER_OF_A_WAVE if concurrency > 1 and runs > 1 else 1.0
+
+
 def retrain_seconds(epochs: int, seconds_per_image: float, images: int, runs: int, concurrency: int) -> float:
     """Wall time of `runs` retrain runs of `epochs` epochs of `images` images, `concurrency` at once, each
-    image taking `seconds_per_image` at the median pace."""
-    waves = math.ceil(runs / max(1, concurrency))
-    pace = SLOWER_OF_A_WAVE if concurrency > 1 and runs > 1 else 1.0
+    image taking `seconds_per_image` at the median pace (no images: no retraining, no time)."""
+    if not images:
+        return 0.0
+    waves, pace = _waves(runs, concurrency)
     return waves * (epochs * images * seconds_per_image * pace + RUN_OVERHEAD_S)
 
 
@@ -259,7 +266,8 @@ def side_by_side(plan: Plan, images_per_second: float) -> float:
 
 def split_total(plan: Plan, images_per_second: float, retrain_images: int) -> None:
     """Share plan.total_min between search and retraining: the retraining at its planned epochs first, at
-    `images_per_second` (one trial timed alone), then the search gets the rest, at least a third of the total
+    `images_per_second` (one trial timed alone; no retrain images: no retraining), then the search gets the
+    rest, at least a third of the total
     (a slower machine then retrains fewer epochs: fit_retraining cuts them at the speed the search ran).
     Why the retraining first: the search trains at the retraining's horizon so that what wins is what is
     retrained; a retraining cut short reads the winner at another horizon (on the Intel Xeon, 29 epochs
@@ -271,7 +279,7 @@ def split_total(plan: Plan, images_per_second: float, retrain_images: int) -> No
     reserve = retrain_seconds(plan.retrain_epochs, 1 / speed, retrain_images, runs, plan.concurrency) / 60
     search = max(plan.total_min / 3, plan.total_min - OUTSIDE_MIN - reserve)
     # tenths of a minute, rounded down: what it leaves the retraining is never less than set aside
-    plan.time_budget_min = math.floor(min(search, plan.time_budget_min or math.inf) * 10) / 10
+    plan.time_budget_min = math.floor(search * 10) / 10
     plan.retrain_minutes = round(plan.total_min - OUTSIDE_MIN - plan.time_budget_min, 1)
 
 
@@ -289,8 +297,6 @@ def fitted_retrain_epochs(planned: int, minutes: float, seconds_per_image: float
     """The most epochs, at most `planned` and at least 1, in which `runs` retrain runs of `images` images
     an epoch, `concurrency` at once, end within `minutes`, each image taking `seconds_per_image` (as the
     search's trials trained, as many at once)."""
-    per_epoch = retrain_seconds(1, seconds_per_image, images, runs, concurrency) - retrain_seconds(
-        0, seconds_per_image, images, runs, concurrency)  # retrain_seconds is linear in the epochs
-    epochs = math.floor((minutes * 60 - retrain_seconds(0, seconds_per_image, images, runs, concurrency)) / per_epoch
-                        + 1e-9)  # an exact fit, not one float rounding below it
+    waves, pace = _waves(runs, concurrency)  # retrain_seconds, solved for the epochs
+    epochs = math.floor((minutes * 60 - waves * RUN_OVERHEAD_S) / (waves * images * seconds_per_image * pace))
     return max(1, min(planned, epochs))
