@@ -108,11 +108,23 @@ class HonestOptunaSearch(OptunaSearch):
         if self._prior and not any(FROM_RUN in t.user_attrs for t in self._ot_study.get_trials(deepcopy=False)):
             self._ot_study.add_trials(self._prior)
 
+    # The journal a resumed search writes to, set by the resume (tuner.run_search): Ray pickled this searcher
+    # with the journal's absolute path, so a run folder moved or copied since would go on writing the study
+    # of the folder it came from.
+    journal_path: Path | None = None
+
     def restore(self, checkpoint_path: str) -> None:
-        """On --resume. A search killed hard (kill -9) may have asked Optuna for a trial after Ray last
-        saved this searcher: the journal has it, running, and Ray will never run it. Marked failed,
-        with why, so the stored study holds no trial that runs forever."""
-        super().restore(checkpoint_path)
+        """On --resume. The study is read from `journal_path` where the resume set one. A search killed hard
+        (kill -9) may have asked Optuna for a trial after Ray last saved this searcher: the journal has it,
+        running, and Ray will never run it. Marked failed, with why, so the stored study holds no trial that
+        runs forever."""
+        moved_to = self.journal_path
+        super().restore(checkpoint_path)  # the pickled __dict__: the study, its storage, the old journal_path
+        if moved_to is not None and isinstance(self._ot_study._storage, JournalStorage):
+            # One storage object behind the study, its trials and self._storage; unpickled, it has read nothing
+            # yet (JournalStorage.__setstate__), so its next read replays the new file from the start.
+            self._ot_study._storage._backend = JournalFileBackend(str(moved_to))
+            self.journal_path = moved_to
         storage, known = self._ot_study._storage, {t._trial_id for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen._trial_id not in known:

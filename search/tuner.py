@@ -24,7 +24,7 @@ from search.io import write_csv
 from search.loop import Decoding
 from search.plan import Plan
 from search.progress import Progress
-from search.searcher import make_searcher, to_tune
+from search.searcher import HonestOptunaSearch, make_searcher, to_tune
 from search.trial import DIVERGED, run_trial
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
@@ -125,6 +125,9 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
         tuner._local_tuner._run_config.callbacks = callbacks
+        optuna_search = base_searcher(tuner._local_tuner._tune_config.search_alg)
+        if isinstance(optuna_search, HonestOptunaSearch):  # this folder's study, wherever the run was started
+            optuna_search.journal_path = run_dir / STUDY_FILE
         trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, stop_reason)
         if not trials.empty:
             progress.ended = progress.ended_before = (
@@ -149,10 +152,16 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     return results
 
 
+def base_searcher(searcher):
+    """The searcher inside Ray's wrappers (ConcurrencyLimiter, SearchGenerator, screening), or None."""
+    while searcher is not None and not hasattr(searcher, "study"):
+        searcher = getattr(searcher, "searcher", None)
+    return searcher
+
+
 def save_study(searcher, run_dir: Path) -> None:
     """optuna_trials.csv: what Optuna was told about each trial (state, value, intermediate values)."""
-    while searcher is not None and not hasattr(searcher, "study"):  # unwrap ConcurrencyLimiter/SearchGenerator
-        searcher = getattr(searcher, "searcher", None)
+    searcher = base_searcher(searcher)
     if searcher is not None and searcher.study is not None:
         frame = searcher.study.trials_dataframe(attrs=("number", "value", "state", "params", "intermediate_values"))
         write_csv(run_dir / "optuna_trials.csv", frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from search import cli, run
 from search.experiments import shapes as shapes_exp
 from search.faults import ENV as FAULT_ENV
 from search.faults import LOG_ENV as FAULT_LOG_ENV
+from search.tuner import STUDY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -340,7 +342,13 @@ def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
     _, before = interrupted_search(tmp_path, stop)
     if stop == signal.SIGTERM:
         return  # from here SIGTERM takes the Ctrl-C path: resuming is the same as after Ctrl-C
-    resumed_without_repeating(tmp_path, before)
+    # Resumed from a copy in another results folder, as after moving the run: the copy's own study takes the
+    # trials left (Ray's pickled searcher names the first folder's journal), the first folder stays as it was.
+    first = tmp_path / "shapes" / "r"
+    journal_then = (first / STUDY_FILE).read_bytes()
+    shutil.copytree(first, tmp_path / "moved" / "shapes" / "r", symlinks=True)
+    resumed_without_repeating(tmp_path / "moved", before)
+    assert (first / STUDY_FILE).read_bytes() == journal_then
 
 
 def cut_rays_saved_state_short(tune_dir):
