@@ -39,7 +39,7 @@ def kept_baseline(trials: pd.DataFrame, record: RunRecord) -> bool:
     best = best_trial(trials, record.objective, record.mode)
     if best is None or not record.warm_start_is_baseline:
         return False
-    space = {k: experiments.get(record.experiment).space[k] for k in record.searched}
+    space = record.searched_space(experiments.get(record.experiment))
     return matches(best, warm_start(dict(record.base_config), space))
 
 

@@ -6,6 +6,7 @@ only talk to this interface, so adding an experiment never touches them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,12 @@ def warm_start(base: dict[str, Any], space: dict[str, Dim]) -> dict[str, Any]:
             value = type(value)(min(max(value, dim.low), dim.high))
         point[key] = value
     return point
+
+
+def narrowed(space: Mapping[str, Dim], ranges: Mapping[str, Any]) -> dict[str, Dim]:
+    """The space with a budget's narrower (low, high) bounds for some of its numeric keys (Budget.ranges)."""
+    return {k: dataclasses.replace(d, low=ranges[k][0], high=ranges[k][1]) if k in ranges else d
+            for k, d in space.items()}
 
 
 def matches(row: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
@@ -179,6 +186,9 @@ class Budget:
     # The keys searched at this budget (None: the whole space); the others stay at the baseline. A
     # small budget cannot fit a wide space: 16 trials over 15 dimensions are mostly random draws.
     searched: tuple[str, ...] | None = None
+    # Narrower (low, high) bounds of numeric searched keys at this budget, where its measurements show that the
+    # rest of the range never wins: a trial drawn there is a trial lost. Each holds the baseline's value.
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     scheduler: str = "asha"  # the trial scheduler at this budget (search/schedulers.py), unless --scheduler
     why: str = ""  # why this budget's scheduler and space: printed with the plan
     # Search trials train on the whole search-train split, as retraining does (False: a CPU search trains

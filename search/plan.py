@@ -54,6 +54,7 @@ class Plan:
     rank_metric: str | None = None  # what the scheduler and TPE rank trials on (None: the objective)
     rank_mode: str | None = None
     searched: list[str] | None = None  # keys this budget searches (None: every key of the space)
+    ranges: dict = field(default_factory=dict)  # key -> [low, high]: the budget's narrower bounds (Budget.ranges)
     tuned_with: dict = field(default_factory=dict)  # the budget's values for every searched config, not the baseline
     # Each trial's last epoch is read every way the experiment's `decoding` offers, its keys not searched
     # (a run written before this field searched them, or kept them at the baseline: False keeps that).
@@ -197,6 +198,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: 
     plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
     searched = plan.searched if plan.searched is not None else list(exp.space)
     plan.tuned_with = {} if smoke else {k: v for k, v in budget.tuned_with.items() if k not in searched}
+    plan.ranges = {} if plan.searched is None else {k: list(v) for k, v in budget.ranges.items() if k in searched}
     if choose_decoding and exp.decoding is None:
         raise UserError(f"--choose-decoding: {exp.name} declares no decoding keys (ways to read a trained model); "
                         "drop the option")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import UserError
-from search.experiment import DataOptions
+from search.experiment import DataOptions, narrowed
 from search.io import read_json, write_json
 from search.plan import SMOKE_SUBSET, Plan
 
@@ -65,6 +65,11 @@ class RunRecord:
         """Whether the search's first trial (the warm start) is the baseline itself: not where every trial
         trained with a budget's `tuned_with` values, which the baseline is retrained without."""
         return not self.tuned_with
+
+    def searched_space(self, exp) -> dict:
+        """The space the search drew from: the experiment's dimensions of the searched keys, in the plan's
+        ranges (a budget's narrower bounds)."""
+        return narrowed({k: exp.space[k] for k in self.searched if k in exp.space}, self.plan.ranges)
 
     @property
     def rounds(self) -> int:

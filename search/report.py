@@ -43,7 +43,7 @@ def _fmt(v: Any) -> str:
 
 
 def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
-    return {k: exp.space[k] for k in run.searched if k in exp.space}
+    return run.record.searched_space(exp)
 
 
 def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:

@@ -34,7 +34,7 @@ import torch
 from search import experiments, retraining, schedulers, warm
 from search import report as report_md
 from search.config import UserError, format_config
-from search.experiment import Data, Dim, Experiment
+from search.experiment import Data, Dim, Experiment, narrowed
 from search.io import read_csv
 from search.loop import Decoding, images_per_second
 from search.plan import (
@@ -105,8 +105,9 @@ def versions() -> dict[str, str]:
 
 
 def budget_space(space: dict[str, Dim], plan: Plan) -> dict[str, Dim]:
-    """The part of the (unpinned) space this plan's budget searches; the rest stays at the baseline."""
-    return {k: d for k, d in space.items() if plan.searched is None or k in plan.searched}
+    """The part of the (unpinned) space this plan's budget searches, in its ranges; the rest stays at the
+    baseline."""
+    return narrowed({k: d for k, d in space.items() if plan.searched is None or k in plan.searched}, plan.ranges)
 
 
 def search_base(base: dict[str, Any], pinned: dict[str, Any], plan: Plan, seed: int) -> dict[str, Any]:
@@ -261,7 +262,9 @@ def print_plan(ctx: RunContext, hw: Hardware, ips: float, retrain: bool) -> None
     if plan.estimate_min:
         say("estimate: " + ("under a minute" if plan.estimate_min < 1 else f"about {round(plan.estimate_min)} "
             "minutes") + f" in all, at {ips:.0f} images/s per trial (measured just now)")
-    say(f"searching {', '.join(ctx.space)}; pinned: {format_config(ctx.record.pinned) or 'nothing'}")
+    ranges = ctx.record.plan.ranges  # a budget's narrower bounds: say them, the rest is the experiment's space
+    keys = [f"{k} ({d.describe()} at this budget)" if k in ranges else k for k, d in ctx.space.items()]
+    say(f"searching {', '.join(keys)}; pinned: {format_config(ctx.record.pinned) or 'nothing'}")
 
 
 # ----------------------------------------------------------------------------- search
@@ -374,5 +377,5 @@ def finished_run(run_dir: Path, print_fn: Callable[..., None] | None = None) -> 
     record = RunRecord.read(run_dir)
     exp = experiments.get(record.experiment)
     data = cut_to_plan(exp.load(record.data_options()), record.plan)
-    space = {k: exp.space[k] for k in record.searched if k in exp.space}
+    space = record.searched_space(exp)
     return RunContext(exp, run_dir, record, data, space, print=print_fn or functools.partial(print, flush=True))

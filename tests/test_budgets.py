@@ -210,6 +210,41 @@ def test_every_budget_s_own_values_are_valid_config_values_outside_its_search(na
         assert not set(budget.tuned_with) & set(budget.searched or exp.space)
 
 
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_budget_s_narrower_ranges_lie_inside_its_space_and_hold_the_baseline(name):
+    """A narrower range of a budget's own (Budget.ranges) is a numeric key it searches, inside the experiment's
+    range, holding the baseline's point: the warm start and the retrained baseline are the same either way."""
+    from search.experiment import Choice, warm_start
+
+    exp = experiments.get(name)
+    for budget in (exp.budget_cpu, exp.budget_gpu, *exp.budgets.values()):
+        baseline = warm_start(dict(exp.defaults), exp.space)
+        for key, (low, high) in budget.ranges.items():
+            dim = exp.space[key]
+            assert key in (budget.searched or exp.space) and not isinstance(dim, Choice)
+            assert dim.low <= low < high <= dim.high and low <= baseline[key] <= high
+
+
+def test_the_90_minute_budget_draws_lr_from_its_narrower_range_and_says_so(tmp_path):
+    """The trials' space, run.json and what the report and the analysis read back all take the budget's
+    range; --full-space and a smoke run search the experiment's whole range."""
+    from search.experiment import Float
+    from search.record import RunRecord
+    from search.stages import budget_space
+
+    named = plan("90min")
+    low, high = shapes.EXPERIMENT.budgets["90min"].ranges["lr"]
+    assert named.ranges == {"lr": [low, high]} and shapes.EXPERIMENT.space["lr"].low < low
+    space = budget_space(dict(shapes.EXPERIMENT.space), named)
+    assert space["lr"] == Float(low, high, log=True) and set(space) == set(named.searched)
+    assert space["dropout"] == shapes.EXPERIMENT.space["dropout"]  # the others as the experiment has them
+    assert plan("90min", full_space=True).ranges == {} and plan("90min", smoke=True).ranges == {}
+    assert plan().ranges == {}
+    record = RunRecord(experiment="shapes", name="r", plan=named, searched=list(space))
+    record.write(tmp_path)
+    assert RunRecord.read(tmp_path).searched_space(shapes.EXPERIMENT) == space  # as resume and the report read it
+
+
 def test_a_run_started_before_a_key_existed_resumes_with_its_default():
     from search.stages import same_base
 
