@@ -231,7 +231,7 @@ def main(argv: list[str]) -> int:
             full = cli.disk_full(e)
             if full is None:
                 raise
-            then = f"continue with: {resume_command(exp, request.name)}"
+            then = f"continue with: {resume_command(exp, request.name, args)}"
             raise UserError(cli.disk_full_message(full, then, request.run_dir)) from None
 
 
@@ -343,20 +343,27 @@ def run_stages(request: stages.Request, args: argparse.Namespace) -> int:
     if retrain_interrupted:
         print(f"results in {run_dir}")
         print(f"interrupted while retraining (the search is complete); continue the retraining with:\n"
-              f"  {resume_command(exp, request.name)}", file=sys.stderr)
+              f"  {resume_command(exp, request.name, args)}", file=sys.stderr)
         return 130
     if complete:
         stages.report(ctx)
     print(f"results in {run_dir}")
     if not complete:
-        print(f"interrupted before all trials ended; continue with:\n  {resume_command(exp, request.name)}",
+        print(f"interrupted before all trials ended; continue with:\n  {resume_command(exp, request.name, args)}",
               file=sys.stderr)
         return 130
     return 0
 
 
-def resume_command(exp: Experiment, name: str) -> str:
-    return f"python -m search.run {exp.name} --name {name} --resume"
+def resume_command(exp: Experiment, name: str, args: argparse.Namespace) -> str:
+    """The command that continues this run: the run's own options come back from its run.json, but not
+    where it lives (--results) or the cluster it ran on (--address, unless RAY_ADDRESS names it anyway)."""
+    extra = []
+    if Path(args.results) != ROOT:
+        extra += ["--results", str(args.results)]
+    if args.address and args.address != os.environ.get("RAY_ADDRESS"):
+        extra += ["--address", args.address]
+    return shlex.join(["python", "-m", "search.run", exp.name, "--name", name, "--resume", *extra])
 
 
 def _without(argv: list[str], flag: str, takes_value: bool) -> list[str]:

@@ -318,7 +318,7 @@ def interrupted_search(tmp_path, stop) -> tuple[str, pd.DataFrame]:
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode == 130, err[-2000:]
-        assert "--name r --resume" in err
+        assert f"--name r --resume --results {tmp_path}" in err  # where the run lives: not ./results
     return err, pd.read_csv(trials_csv)
 
 
@@ -510,6 +510,22 @@ def test_bad_options_one_line_exit_2_nothing_written(tmp_path, capsys, args, mes
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "shapes" / "x").exists()
+
+
+def test_the_resume_command_names_where_the_run_lives_and_its_cluster(monkeypatch):
+    """The run's own options come back from its run.json on --resume; where it lives and the cluster it
+    ran on do not, so the printed command carries them where they are not the defaults."""
+    import argparse
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    exp = shapes_exp.EXPERIMENT
+    assert run.resume_command(exp, "r", argparse.Namespace(results=Path("results"), address=None)) == \
+        "python -m search.run shapes --name r --resume"
+    elsewhere = argparse.Namespace(results=Path("/data/my runs"), address="10.0.0.1:6379")
+    assert run.resume_command(exp, "r", elsewhere) == \
+        "python -m search.run shapes --name r --resume --results '/data/my runs' --address 10.0.0.1:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # the resume finds the cluster the same way
+    assert run.resume_command(exp, "r", elsewhere).endswith("--results '/data/my runs'")
 
 
 def test_unknown_experiment_lists_known_ones(capsys):
