@@ -15,6 +15,7 @@ from typing import Any
 
 from search.config import UserError
 from search.loop import SCHEDULES, Decoding, Split, Task
+from search.run_folder import check_name
 
 # ---------------------------------------------------------------- search-space dimensions (data)
 
@@ -245,6 +246,9 @@ class Experiment:
     # Report section on the best retrained model: diagnose(model, config, test split, figure folder)
     # writes its PNGs into the folder and returns markdown linking them as "<folder name>/<file>".
     diagnose: Callable[[Any, Mapping[str, Any], Split, Path], str] | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "experiment name")  # it becomes results/<name>/: one safe folder name
 
     def check_source(self, source: str | None) -> None:
         if source is not None and source not in self.sources:

@@ -15,30 +15,23 @@ search/stages.py (prepare -> search -> retrain -> report), inside a Ray session 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import os
-import re
 import shlex
-import shutil
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from datasets.files import atomic_write
-from search import analyse, cli, experiments, record, schedulers, stages, warm
+from search import analyse, cli, experiments, record, run_folder, schedulers, stages, warm
 from search import storage as trial_storage
 from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import write_csv
 from search.lock import LOCK, RunLock
 from search.markdown import md_table
-from search.plan import Hardware, cluster_hardware, local_hardware, make_plan
+from search.plan import Hardware, local_hardware, make_plan
+from search.ray_session import check_reachable, ray_logs, ray_session
 from search.tuner import tune_location
 
 ROOT = Path("results")
@@ -130,67 +123,6 @@ def check_pins_in_space(exp: Experiment, pinned: dict[str, Any]) -> None:
                             "pick a value inside it")
 
 
-def check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast on a HOST:PORT nobody answers at: Ray itself retries for minutes before giving up."""
-    if address in ("auto", "local") or "://" in address:
-        return
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise UserError(f"--address {address}: write it as HOST:PORT, e.g. 10.0.0.5:6379")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise UserError(f"--address {address}: cannot join that Ray cluster (nothing answers: {e.strerror or e}); "
-                        "check `ray status` on the head node, or leave --address out to run locally") from None
-
-
-# Ray's token authentication: a client without the cluster's token is refused, with errors that do not
-# say so plainly (InvalidAuthToken, Unauthenticated) or after a long wait.
-AUTH_ERROR = re.compile(r"auth|token|unauthenticated", re.IGNORECASE)
-TOKEN_HINT = ("if its nodes run with token authentication (RAY_AUTH_MODE=token), set RAY_AUTH_MODE=token here too "
-              "and give this machine the head's token (its ~/.ray/auth_token copied here, or RAY_AUTH_TOKEN); "
-              "`ray status` here must work first")
-
-
-@contextlib.contextmanager
-def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
-    """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
-    asked for and then on 127.0.0.1 only, worker output not mixed into ours. Yields what Ray has."""
-    if args.dashboard and importlib.util.find_spec("aiohttp") is None:
-        raise UserError("--dashboard needs Ray's dashboard packages, which ray[tune] leaves out: "
-                        "pip install 'ray[default]', or run without --dashboard")
-    common = {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1", "log_to_driver": False,
-              "configure_logging": True, "logging_level": "WARNING"}
-    try:
-        if args.address:
-            ray.init(address=args.address, **common)
-        else:
-            # "local": a new Ray of our own, even where `ray start` left a cluster's address behind
-            ray.init(address="local", num_cpus=int(hw.cpus), num_gpus=int(hw.gpus), **common)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        if args.address:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"--address {args.address}: cannot join that Ray cluster ({first}); "
-                            + (TOKEN_HINT if AUTH_ERROR.search(str(e)) or not os.environ.get("RAY_AUTH_MODE") else
-                               "check `ray status` there, or leave --address out to run locally")) from None
-        raise
-    try:
-        cli.stop_on_sigterm()
-        yield cluster_hardware(ray.nodes())
-    finally:
-        ray.shutdown()
-
-
-def ray_logs() -> str | None:
-    """Where this run's Ray session keeps its logs (on this machine; a cluster's nodes keep their own)."""
-    try:
-        import ray._private.worker as worker
-
-        return worker._global_node.get_logs_dir_path() if worker._global_node else None
-    except (ImportError, AttributeError):
-        return None
-
-
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.list:
@@ -205,13 +137,14 @@ def main(argv: list[str]) -> int:
     if args.resume:  # continue with the interrupted run's own command line; only where Ray runs may change
         if not args.name:
             raise UserError("--resume needs --name NAME of the run to continue")
-        run_dir = args.results.expanduser().resolve() / exp.name / args.name
+        run_dir = run_folder.run_dir(args.results.expanduser().resolve(), exp.name, args.name)
         if not record.exists(run_dir):
             raise UserError(f"{run_dir}: no interrupted search to resume there")
         now = args
         args = parser().parse_args(record.argv_of(run_dir))
         check_same_options(now, args, run_dir)
-        tune_dir = trial_storage.join(*tune_location(run_dir, args.storage))
+        folder = record.RunRecord.read(run_dir).storage_folder
+        tune_dir = trial_storage.join(*tune_location(run_dir, args.storage, folder=folder))
         if not trial_storage.exists(tune_dir):
             raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
@@ -221,10 +154,12 @@ def main(argv: list[str]) -> int:
             stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)
     request = checked_request(exp, args, argv)
     with RunLock(request.run_dir):  # refuses while another process writes this run
+        check_target(request.run_dir, args)  # again: another process may have written it since
         if args.overwrite and not args.resume:  # only now: every check above has passed
-            for old in request.run_dir.iterdir():
-                if old.name != LOCK:
-                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            deleted = run_folder.replace(request.run_dir, keep=(LOCK,))
+            if deleted:
+                print(f"--overwrite: deleted {len(deleted)} entries of {request.run_dir}: {', '.join(deleted)}"
+                      + ("; its trials in --storage stay there" if args.storage else ""), flush=True)
         try:
             return run_stages(request, args)
         except Exception as e:  # a full disk, maybe wrapped in Ray Tune's TuneError: resumable
@@ -274,11 +209,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
 
     results = args.results.expanduser().resolve()
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = results / exp.name / name
-    if not args.resume and not args.overwrite and run_dir.exists() and any(
-            p.name != LOCK for p in run_dir.iterdir()):
-        raise UserError(f"{run_dir} already exists; pick another --name, add --resume to continue it, "
-                        "or --overwrite to replace it")
+    run_dir = run_folder.run_dir(results, exp.name, name)
+    check_target(run_dir, args)
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe = results / f".write-test-{os.getpid()}"
@@ -316,6 +248,17 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
         storage=args.storage, warm_start_from=[] if args.resume else warm_from,
         grow_to=getattr(args, "grow_to", None))
+
+
+def check_target(run_dir: Path, args: argparse.Namespace) -> None:
+    """A new run's folder is free, or holds a run of this name that --overwrite may replace (checked with
+    the command line, and again under the run's lock)."""
+    if args.resume or not run_dir.is_dir() or not any(p.name != LOCK for p in run_dir.iterdir()):
+        return
+    if not args.overwrite:
+        raise UserError(f"{run_dir} already exists; pick another --name, add --resume to continue it, "
+                        "or --overwrite to replace it")
+    run_folder.replaceable(run_dir, keep=(LOCK,))
 
 
 def check_storage(hw: Hardware, storage: str | None) -> None:
@@ -391,12 +334,12 @@ def run_settings(exp: Experiment, args: argparse.Namespace, argv: list[str]) -> 
         raise UserError(f"--settings {args.settings}: give distinct values separated by commas, e.g. cls,cnt,multitask")
     for s in settings:
         exp.check({"setting": s})
-    name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    name = run_folder.check_name(args.name or time.strftime("%Y%m%d-%H%M%S"))
     results = args.results.expanduser().resolve() / exp.name
     base_argv = _without(_without(_without(argv, "--settings", True), "--name", True), "--resume", False)
     run_dirs = []
     for s in settings:
-        sub = results / f"{name}-{s}"
+        sub = run_folder.run_dir(results.parent, exp.name, f"{name}-{s}")
         run_dirs.append(sub)
         if (sub / "report.md").is_file():
             print(f"== setting {s}: done before, in {sub}")

@@ -4,12 +4,14 @@ class-encoding table per step, fp16 refused, several nodes without a shared --st
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from search import cli, run, trial
+from search import cli, ray_session, run, trial
 from search.config import UserError
 from search.plan import Hardware
 
@@ -93,10 +95,10 @@ def test_a_cluster_refusing_our_token_is_named_in_the_error(monkeypatch):
 
     def refuse(**kwargs):
         raise ConnectionError("GCS rejected the request: InvalidAuthToken (status UNAUTHENTICATED)")
-    monkeypatch.setattr(run.ray, "init", refuse)
+    monkeypatch.setattr(ray_session.ray, "init", refuse)
     args = argparse.Namespace(address="10.0.0.5:6379", dashboard=False)
     with pytest.raises(UserError) as error:
-        with run.ray_session(args, Hardware(cpus=1, gpus=0)):
+        with ray_session.ray_session(args, Hardware(cpus=1, gpus=0)):
             pass
     text = str(error.value)
     assert "\n" not in text and "InvalidAuthToken" in text
@@ -297,9 +299,11 @@ def test_a_uri_storage_is_passed_to_ray_as_a_uri_and_read_back_through_pyarrow(t
     run_dir = tmp_path / "results" / "shapes" / "u"
     trials = __import__("pandas").read_csv(run_dir / "trials.csv")
     assert len(trials) == 2 and sorted(trials["status"]) == ["completed", "failed"]
-    assert len(list((shared / "shapes-u").glob("*/params.json"))) == 2 and not (run_dir / "tune").exists()
-    assert len(list((shared / "shapes-u" / "diverged").glob("*.txt"))) == 1
-    assert f"{uri}/shapes-u/" in (run_dir / "report.md").read_text()
+    folder = json.loads((run_dir / "run.json").read_text())["storage_folder"]  # the run's own, unique
+    assert re.fullmatch(r"shapes-u-[0-9a-f]{8}", folder) and [p.name for p in shared.iterdir()] == [folder]
+    assert len(list((shared / folder).glob("*/params.json"))) == 2 and not (run_dir / "tune").exists()
+    assert len(list((shared / folder / "diverged").glob("*.txt"))) == 1
+    assert f"{uri}/{folder}/" in (run_dir / "report.md").read_text()
     capsys.readouterr()
     # a finished search resumes straight to the retraining: the URI's experiment folder is found
     assert cli.run(run.main, ["shapes", "--results", str(tmp_path / "results"), "--name", "u", "--resume"]) == 0

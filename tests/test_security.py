@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search import run
+from search import ray_session, run
 from search.plan import Hardware
 
 DASHBOARD_PORT = 8265  # Ray's default
@@ -40,7 +40,7 @@ def listening() -> set[tuple[str, int]]:
 def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     before = {port for _, port in listening()}
-    session = run.ray_session(argparse.Namespace(dashboard=False, address=None), Hardware(cpus=1, gpus=0))
+    session = ray_session.ray_session(argparse.Namespace(dashboard=False, address=None), Hardware(cpus=1, gpus=0))
     session.__enter__()  # Ray runs until the session exits
     try:
         ports = {port for _, port in listening()} - before
@@ -71,7 +71,7 @@ def test_dashboard_asked_for_listens_on_loopback_only(monkeypatch):
     from ray._private import worker
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    session = run.ray_session(argparse.Namespace(dashboard=True, address=None), Hardware(cpus=1, gpus=0))
+    session = ray_session.ray_session(argparse.Namespace(dashboard=True, address=None), Hardware(cpus=1, gpus=0))
     session.__enter__()  # Ray runs until the session exits
     try:
         url = worker._global_node.address_info.get("webui_url")
