@@ -47,6 +47,9 @@ class RunRecord:
     # Each time the finished search was grown (`--resume --trials N`): {"round", "trials_before",
     # "trials", "started"}. Round k's trials are in Ray's experiment folder tune-k (search/tuner.py).
     grown: list[dict[str, Any]] = field(default_factory=list)
+    # Ray's experiment folder under --storage (search/tuner.py storage_folder); "" without --storage, and
+    # in runs from before it was recorded (their folder is <experiment>-<name>)
+    storage_folder: str = ""
 
     # ------------------------------------------------------------------ derived values
 

@@ -238,7 +238,7 @@ def files_section(run: Run) -> str:
     names = ["tune"] + [f"tune-{k}" for k in range(2, rounds + 1)]
     if storage:
         where = (storage.rstrip("/") if trial_storage.is_uri(storage) else shown(Path(storage).expanduser())
-                 ) + f"/{run.path.parent.name}-{run.path.name}"
+                 ) + "/" + (run.record.storage_folder or f"{run.path.parent.name}-{run.path.name}")
         names = [where] + [f"{where}-{k}" for k in range(2, rounds + 1)]
     tune = ", ".join(f"{n}/" for n in names) + (" (moved there by --storage)" if storage else "") + (
         f" (one per round: the search was grown {rounds - 1} time{'s' if rounds > 2 else ''} with "

@@ -50,7 +50,7 @@ from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord
 from search.tables import best_trial
 from search.trial import trial_device
-from search.tuner import run_search
+from search.tuner import run_search, storage_folder
 
 
 @dataclass
@@ -164,7 +164,8 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         pinned=request.pinned, argv=request.argv, command="python -m search.run " + shlex.join(request.argv),
         options=request.options, data=data.info, versions=versions(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
         hardware={"cpus": hw.cpus, "gpus": hw.gpus, "nodes": hw.nodes, "machine": platform.machine(),
-                  "system": platform.system()})
+                  "system": platform.system()},
+        storage_folder=storage_folder(exp.name, request.name) if request.storage else "")
     run_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         record.write(run_dir)
@@ -279,7 +280,7 @@ def search(ctx: RunContext) -> bool:
     record = ctx.record
     grid = run_search(ctx.exp, ctx.data, record.base_config, ctx.space, plan, ctx.run_dir,
                       seed=record.seed, resume=ctx.resume, storage=ctx.storage, prior=ctx.prior,
-                      tune_round=record.rounds, decoding=trial_readings(ctx))
+                      tune_round=record.rounds, decoding=trial_readings(ctx), folder=record.storage_folder)
     if plan.time_budget_min and not reported_any(ctx.run_dir / "trials.csv", ctx.exp.objective):
         raise UserError(f"the time budget ({plan.time_budget_min:g} min) ended the search before any trial "
                         "reported an epoch; give a larger --time-budget")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import signal
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +51,53 @@ class CsvLogger(_KeepLocalRows, CSVLoggerCallback):
     pass
 
 
-def tune_location(run_dir: Path, storage: str | None, tune_round: int = 1) -> tuple[str, str]:
+def storage_folder(experiment: str, name: str) -> str:
+    """A new run's own folder under --storage, recorded in its run.json: <experiment>-<name>-<8 hex>.
+    Unique, so that neither the same --name under another --results root, nor a run named like another
+    run's growth (a-2 beside a's round 2), nor a run --overwrite replaced shares a folder (or a table)."""
+    return f"{experiment}-{name}-{secrets.token_hex(4)}"
+
+
+def tune_location(run_dir: Path, storage: str | None, tune_round: int = 1, folder: str = "") -> tuple[str, str]:
     """(storage_path, experiment name): Ray's folder is run_dir/tune unless --storage moves it (to a
-    folder or a URI, search/storage.py). A grown search (`--resume --trials N`) runs each growth as a
+    folder or a URI, search/storage.py), there named `folder` (run.json's storage_folder; runs from before
+    it was recorded: <experiment>-<name>). A grown search (`--resume --trials N`) runs each growth as a
     new Ray experiment beside it: tune-2, tune-3..."""
     suffix = "" if tune_round == 1 else f"-{tune_round}"
     if storage is None:
         return str(run_dir), "tune" + suffix
-    return trial_storage.location(storage), f"{run_dir.parent.name}-{run_dir.name}{suffix}"
+    return trial_storage.location(storage), (folder or f"{run_dir.parent.name}-{run_dir.name}") + suffix
 
 
-def tune_dirs(run_dir: Path, storage: str | None, rounds: int) -> list[str]:
+def tune_dirs(run_dir: Path, storage: str | None, rounds: int, folder: str = "") -> list[str]:
     """Ray's experiment folders (paths or URIs) of a search, in the order they ran."""
-    return [trial_storage.join(*tune_location(run_dir, storage, k)) for k in range(1, rounds + 1)]
+    return [trial_storage.join(*tune_location(run_dir, storage, k, folder)) for k in range(1, rounds + 1)]
+
+
+def local_folder(tune_uri: str) -> Path | None:
+    """Ray's experiment folder as a local path: the run folder's tune/, a --storage folder (a cluster's shared
+    file system), a file:// URI; None for an object store (s3://, gs://), whose objects are written whole."""
+    parsed = urllib.parse.urlparse(tune_uri)
+    if not trial_storage.is_uri(tune_uri):
+        return Path(tune_uri)
+    return Path(urllib.parse.unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+def repair_saved_state(tune_uri: str, run_dir: Path, say) -> None:
+    """Before Ray restores a search killed hard: its saved state and trial files cut short by the kill are
+    taken whole from Ray's staging copy, and a checkpoint Ray deleted before saving the state that names it
+    is refilled from the trial's newest (search/ray_state.py). Wherever Ray's folder is a local one."""
+    tune_dir = local_folder(tune_uri)
+    if tune_dir is None or not tune_dir.is_dir():
+        return
+    repaired = ray_state.repair(tune_dir, run_dir)
+    if repaired:
+        say(f"resume: Ray's saved state was cut short by the kill ({', '.join(repaired)}): "
+            "taken whole from its staging copy")
+    refilled = ray_state.refill_lost_checkpoints(tune_dir)
+    if refilled:
+        say(f"resume: the kill came as Ray replaced a trial's checkpoint ({'; '.join(refilled)}): going on from "
+            "the newest")
 
 
 def readable(tune_dir: str, run_dir: Path) -> Path:
@@ -83,17 +119,19 @@ def quiet() -> None:
 def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[str, Dim], plan: Plan,
                run_dir: Path, *, seed: int, resume: bool = False, storage: str | None = None,
                print_fn=None, prior: list | None = None, tune_round: int = 1,
-               decoding: Decoding | None = None) -> tune.ResultGrid:
+               decoding: Decoding | None = None, folder: str = "") -> tune.ResultGrid:
     """Run round `tune_round` of the search (1, or a growth: `--resume --trials N`), or continue it.
-    `decoding`: the ways each trial's last epoch is read, the best kept (search/loop.py choose_decoding)."""
-    storage_path, name = tune_location(run_dir, storage, tune_round)
+    `decoding`: the ways each trial's last epoch is read, the best kept (search/loop.py choose_decoding);
+    `folder`: the run's own folder under --storage (run.json's storage_folder)."""
+    storage_path, name = tune_location(run_dir, storage, tune_round, folder)
     tune_uri = trial_storage.join(storage_path, name)  # a local path unless --storage is a URI
     tune_dir = readable(tune_uri, run_dir)
     scheduler = schedulers.of_plan(plan)
     metric, mode = plan.rank_metric or exp.objective, plan.rank_mode or exp.mode
     stop_reason = scheduler.stop_reason_in(plan)
-    earlier = tables.collect_rounds([readable(d, run_dir) for d in tune_dirs(run_dir, storage, tune_round)[:-1]],
-                                    base, exp.objective, exp.mode, stop_reason)
+    rounds_before = tune_dirs(run_dir, storage, tune_round, folder)[:-1]
+    earlier = tables.collect_rounds([readable(d, run_dir) for d in rounds_before], base, exp.objective, exp.mode,
+                                    stop_reason)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, experiment=exp.name, base=base, train=data.train, val=data.val,
                              # with --storage (a cluster), where every node's retry of a trial sees them
@@ -111,15 +149,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
     callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
     quiet()
 
-    if resume and not storage and tune_dir.is_dir():
-        repaired = ray_state.repair(tune_dir, run_dir)
-        if repaired:
-            (print_fn or print)(f"resume: Ray's saved state was cut short by the kill ({', '.join(repaired)}): "
-                                "taken whole from its staging copy")
-        refilled = ray_state.refill_lost_checkpoints(tune_dir)
-        if refilled:
-            (print_fn or print)("resume: the kill came as Ray replaced a trial's checkpoint "
-                                f"({'; '.join(refilled)}): going on from the newest")
+    if resume:  # with --storage too: a cluster's runs are the ones whose driver gets killed
+        repair_saved_state(tune_uri, run_dir, print_fn or print)
     if resume and tune.Tuner.can_restore(tune_uri):
         tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
