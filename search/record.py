@@ -10,6 +10,8 @@ before this module existed have the same keys and read the same way.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,11 @@ class RunRecord:
     # Ray's experiment folder under --storage (search/tuner.py storage_folder); "" without --storage, and
     # in runs from before it was recorded (their folder is <experiment>-<name>)
     storage_folder: str = ""
+    # The data's content (data_fingerprint) at the start, so that a resume or a retraining on other data is
+    # refused; "" for an experiment's offline data (made from the seed) and in older runs.
+    data_fingerprint: str = ""
+    # What the user accepted with --force, e.g. a resume on data whose fingerprint changed: {"what", "at", ...}
+    forced: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived values
 
@@ -127,6 +134,38 @@ class RunRecord:
             setattr(self, key, value)
         self.write(run_dir)
         return self
+
+
+def data_fingerprint(path: Path | None) -> str:
+    """sha256 over a data file's bytes, or over a folder's files (relative names and bytes, in name order);
+    "" for no path. About 0.02 s for the 4.7 MB GSN zip; a missing path is the loader's to report."""
+    if path is None or not Path(path).exists():
+        return ""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def check_same_data(run: RunRecord, data_dir: Path | None, force: bool, run_dir: Path,
+                    then: str = "point --data-dir at that data, or add --force to go on with this one "
+                                "(run.json records it)") -> list[dict[str, Any]]:
+    """Refuse to go on with a run on other data than it started on (a moved or replaced file), unless
+    `force`; returns what to add to run.json's `forced` (empty when the data is the same)."""
+    was, now = run.data_fingerprint, data_fingerprint(data_dir)
+    if not was or was == now:
+        return []
+    if not force:
+        raise UserError(f"{run_dir.name}: its data {data_dir} is not the data it started on (run.json's "
+                        f"data_fingerprint {was[:19]}..., now {now[:19] or 'missing'}...); {then}")
+    return [{"what": "other data", "at": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir),
+             "was": was, "now": now}]
 
 
 def exists(run_dir: Path) -> bool:

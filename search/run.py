@@ -90,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run --name NAME")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run --name NAME")
+    p.add_argument("--force", action="store_true", help="with --resume: go on although the run's data is not "
+                   "the data it started on (run.json records it)")
     p.add_argument("--results", type=Path, default=ROOT, help="results root (default ./results)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="join this Ray cluster (default $RAY_ADDRESS; none: start a local Ray)")
@@ -143,14 +145,19 @@ def main(argv: list[str]) -> int:
         now = args
         args = parser().parse_args(record.argv_of(run_dir))
         check_same_options(now, args, run_dir)
-        folder = record.RunRecord.read(run_dir).storage_folder
-        tune_dir = trial_storage.join(*tune_location(run_dir, args.storage, folder=folder))
+        previous = record.RunRecord.read(run_dir)
+        # the paths as the run resolved them when it started, not its argv's again from this folder; a
+        # --data-dir given now is where the data moved to (checked by its fingerprint)
+        recorded = previous.options
+        args.data_dir = now.data_dir or (Path(recorded["data_dir"]) if recorded.get("data_dir") else args.data_dir)
+        args.storage = recorded.get("storage") or args.storage
+        args.force = now.force
+        tune_dir = trial_storage.join(*tune_location(run_dir, args.storage, folder=previous.storage_folder))
         if not trial_storage.exists(tune_dir):
             raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
         args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
         if args.grow_to is not None:  # refused before Ray starts (prepare checks again, under the lock)
-            previous = record.RunRecord.read(run_dir)
             stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)
     request = checked_request(exp, args, argv)
     with RunLock(request.run_dir):  # refuses while another process writes this run
@@ -170,9 +177,10 @@ def main(argv: list[str]) -> int:
             raise UserError(cli.disk_full_message(full, then, request.run_dir)) from None
 
 
-# What --resume may be given besides the run's own options: where Ray runs, where results live, and
-# --trials, which grows a finished search.
-RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard", "trials")
+# What --resume may be given besides the run's own options: where Ray runs, where results live, where its
+# data moved to (--data-dir, --force), and --trials, which grows a finished search.
+RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard", "trials",
+                     "data_dir", "force")
 
 
 def check_same_options(now: argparse.Namespace, recorded: argparse.Namespace, run_dir: Path) -> None:
@@ -222,6 +230,12 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         check_reachable(args.address)
     if args.storage:
         trial_storage.check(args.storage)
+        args.storage = trial_storage.location(args.storage)  # absolute: a resume may start from another folder
+    if args.force and not args.resume:
+        raise UserError("--force goes with --resume (to go on with a run on other data); drop it")
+    previous = record.RunRecord.read(run_dir) if args.resume else None
+    fingerprint = record.data_fingerprint(args.data_dir)
+    forced = record.check_same_data(previous, args.data_dir, args.force, run_dir) if previous else []
     # absolute, as --data-dir: a resumed run may start from another folder
     warm_from = [Path(d).expanduser().resolve() for d in args.warm_start_from]
     args.warm_start_from = [str(d) for d in warm_from]
@@ -241,13 +255,15 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining
-    data = exp.load(DataOptions(args.data_dir, args.download, split_seed=args.seed, source=args.source))
+    # a resumed run loads the data as its loader decided then (e.g. facades' image size, which follows a GPU)
+    data = exp.load(DataOptions(args.data_dir, args.download, split_seed=args.seed, source=args.source,
+                                recorded=dict(previous.data) if previous else {}))
     return stages.Request(
         exp=exp, run_dir=run_dir, name=name, argv=argv if "--name" in argv else [*argv, "--name", name],
         options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, base=base, pinned=pinned,
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
         storage=args.storage, warm_start_from=[] if args.resume else warm_from,
-        grow_to=getattr(args, "grow_to", None))
+        grow_to=getattr(args, "grow_to", None), data_fingerprint=fingerprint, forced=forced)
 
 
 def check_target(run_dir: Path, args: argparse.Namespace) -> None:

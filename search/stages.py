@@ -47,7 +47,7 @@ from search.plan import (
     split_total,
 )
 from search.protocol import STATUSES, chosen_decoding
-from search.record import RunRecord
+from search.record import RunRecord, check_same_data
 from search.tables import best_trial
 from search.trial import trial_device
 from search.tuner import run_search, storage_folder
@@ -72,6 +72,8 @@ class Request:
     storage: str | None = None
     warm_start_from: list[Path] = field(default_factory=list)  # earlier runs whose trials Optuna is told
     grow_to: int | None = None  # --resume --trials N: grow the finished search to N trials
+    data_fingerprint: str = ""  # of --data-dir (search/record.py data_fingerprint)
+    forced: list[dict[str, Any]] = field(default_factory=list)  # what --force accepted on this resume
 
 
 @dataclass
@@ -165,10 +167,15 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         options=request.options, data=data.info, versions=versions(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
         hardware={"cpus": hw.cpus, "gpus": hw.gpus, "nodes": hw.nodes, "machine": platform.machine(),
                   "system": platform.system()},
-        storage_folder=storage_folder(exp.name, request.name) if request.storage else "")
+        storage_folder=storage_folder(exp.name, request.name) if request.storage else "",
+        data_fingerprint=request.data_fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         record.write(run_dir)
+    elif request.options.get("data_dir") != record.options.get("data_dir") or request.forced:
+        # the data moved (same fingerprint), or --force took other data: later resumes and retraining read it
+        record.update(run_dir, options={**record.options, "data_dir": request.options.get("data_dir")},
+                      data_fingerprint=request.data_fingerprint, forced=[*record.forced, *request.forced])
     if growth is not None:  # every check has passed: from here the run is a search again
         plan.trials = request.grow_to
         record.update(run_dir, plan=plan, search_done=False, grown=[*record.grown, growth])
@@ -377,6 +384,9 @@ def finished_run(run_dir: Path, print_fn: Callable[..., None] | None = None) -> 
     its own data and plan."""
     record = RunRecord.read(run_dir)
     exp = experiments.get(record.experiment)
-    data = cut_to_plan(exp.load(record.data_options()), record.plan)
+    options = record.data_options()
+    check_same_data(record, options.data_dir, False, run_dir, then="retrain it on the data it searched (or "
+                    "resume it with --data-dir and --force first, which records the change)")
+    data = cut_to_plan(exp.load(options), record.plan)
     space = record.searched_space(exp)
     return RunContext(exp, run_dir, record, data, space, print=print_fn or functools.partial(print, flush=True))
