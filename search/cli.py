@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import signal
 import sys
 import threading
@@ -30,6 +31,39 @@ def disk_full(e: BaseException | None) -> OSError | None:
 def disk_full_message(e: OSError, then: str, where: object = None) -> str:
     return (f"no space left on the device holding {e.filename or where} ({e.strerror}); files are written whole "
             f"or not at all: free some space, then {then}")
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], refused while the command line is parsed (before Ray
+    starts or anything is written), where 0 or -1 would otherwise mean the default or reach Ray."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value}: give a whole number " + (
+                f"from {low} to {high}" if high is not None else f"of at least {low}"))
+        return value
+    return parse
+
+
+def number(low: float = 0.0, *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above `low` (or equal to it where `zero`): NaN and inf, which pass
+    every comparison or none, are refused, as are a negative share or minutes."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (value == low and not zero):
+            raise argparse.ArgumentTypeError(f"{text}: give a finite number {'of at least' if zero else 'above'} "
+                                             f"{low:g}")
+        return value
+    return parse
+
+
+SEED = whole(0, 2**32 - 1)  # NumPy's and Ray's seeds are 32-bit unsigned
 
 
 class ArgumentParser(argparse.ArgumentParser):

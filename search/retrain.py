@@ -25,18 +25,16 @@ from search.record import FILE
 def main(argv: list[str]) -> int:
     p = cli.ArgumentParser(prog="python -m search.retrain", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a finished search, e.g. results/shapes/NAME")
-    p.add_argument("--top-k", type=int, help="configs to retrain besides the baseline (default: the run's plan)")
-    p.add_argument("--seeds", type=int, help="fresh seeds per config (default: the run's plan)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the run's plan)")
-    p.add_argument("--cpus-per-run", type=float, help="CPUs per run (default: the search's per-trial share)")
-    p.add_argument("--gpus-per-run", type=float, help="GPU share per run (default: the search's)")
+    p.add_argument("--top-k", type=cli.whole(1),
+                   help="configs to retrain besides the baseline (default: the run's plan)")
+    p.add_argument("--seeds", type=cli.whole(1), help="fresh seeds per config (default: the run's plan)")
+    p.add_argument("--epochs", type=cli.whole(1), help="epochs per run (default: the run's plan)")
+    p.add_argument("--cpus-per-run", type=cli.number(), help="CPUs per run (default: the search's per-trial share)")
+    p.add_argument("--gpus-per-run", type=cli.number(zero=True), help="GPU share per run (default: the search's)")
     args = p.parse_args(argv)
     run_dir = args.run_dir.expanduser().resolve()
     if not (run_dir / FILE).is_file() or not (run_dir / "trials.csv").is_file():
         raise UserError(f"{run_dir}: not a finished search (no run.json and trials.csv there)")
-    for name, value in (("--top-k", args.top_k), ("--seeds", args.seeds), ("--epochs", args.epochs)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} {value}: give a whole number of at least 1")
     with RunLock(run_dir):  # not while the search (or another retraining) writes this run
         ctx = stages.finished_run(run_dir)
         # $RAY_ADDRESS's cluster, else a new local Ray (not one whose address `ray start` left behind)

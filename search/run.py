@@ -46,29 +46,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="which data source, for experiments with several (see --list)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a parameter (removes it from the search space), e.g. --set setting=cls")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampler, the data split and every trial")
-    p.add_argument("--trials", type=int, help="number of trials (default: sized to the hardware)")
+    p.add_argument("--seed", type=cli.SEED, default=0, help="seeds the sampler, the data split and every trial")
+    p.add_argument("--trials", type=cli.whole(1), help="number of trials (default: sized to the hardware)")
     p.add_argument("--budget", metavar="NAME", help="a named budget of the experiment instead of the hardware's "
                    "(see --list), e.g. shapes --budget 90min")
-    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+    p.add_argument("--max-epochs", type=cli.whole(1), help="epochs of a trial that is never stopped early")
+    p.add_argument("--time-budget", type=cli.number(), metavar="MINUTES",
                    help="end the search this long after it starts: trials still running stop there, as "
                    "'stopped (time budget)' (default: the budget's, if it has one)")
     p.add_argument("--scheduler", choices=schedulers.names(),
                    help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
                    " (default: the experiment's budget for the hardware found, see the plan line)")
-    p.add_argument("--grace-epochs", type=int, help="the scheduler's first decision: the first rung of early "
+    p.add_argument("--grace-epochs", type=cli.whole(1), help="the scheduler's first decision: the first rung of early "
                    "stopping, the interval of PBT's perturbations (default: the budget's)")
-    p.add_argument("--concurrency", type=int, help="trials at once (default: as many as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs (torch threads) per trial (default 1 on CPU)")
-    p.add_argument("--gpus-per-trial", type=float,
+    p.add_argument("--concurrency", type=cli.whole(1), help="trials at once (default: as many as resources allow)")
+    p.add_argument("--cpus-per-trial", type=cli.number(), help="CPUs (torch threads) per trial (default 1 on CPU)")
+    p.add_argument("--gpus-per-trial", type=cli.number(zero=True),
                    help="GPU share per trial, fractions allowed (default 0.125: 8 trials per GPU)")
     p.add_argument("--smoke", action="store_true", help="tiny search: 256 images of each split, 4 trials, 2 epochs")
-    p.add_argument("--top-k", type=int, help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
-    p.add_argument("--seeds", type=int, help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
-    p.add_argument("--retrain-epochs", type=int, help="epochs of each retrain run (default: the experiment's "
+    p.add_argument("--top-k", type=cli.whole(1),
+                   help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
+    p.add_argument("--seeds", type=cli.whole(1), help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
+    p.add_argument("--retrain-epochs", type=cli.whole(1), help="epochs of each retrain run (default: the experiment's "
                    "budget, else --max-epochs); schedules stretch to it")
-    p.add_argument("--retrain-minutes", type=float, metavar="MINUTES",
+    p.add_argument("--retrain-minutes", type=cli.number(), metavar="MINUTES",
                    help="cut the retrain epochs so that retraining ends within this many minutes, at the speed "
                    "the search's epochs ran (default: the budget's, e.g. shapes --budget 90min)")
     p.add_argument("--rank-on", choices=("smooth", "objective"),
@@ -80,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
                    "e.g. --budget 90min)")
     p.add_argument("--full-space", action="store_true",
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
-    p.add_argument("--max-failures", type=int, default=2,
+    p.add_argument("--max-failures", type=cli.whole(0), default=2,
                    help="retries of a crashed trial, each from its last checkpoint (default 2)")
     p.add_argument("--warm-start-from", nargs="+", default=[], metavar="RUN_DIR",
                    help="tell Optuna the finished trials of earlier runs of this experiment that fit this space")

@@ -329,7 +329,7 @@ def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = No
             cpus: float | None = None, gpus: float | None = None) -> pd.DataFrame:
     """Retrain with the plan's numbers (or the ones given); KeyboardInterrupt keeps every finished run."""
     plan, t0 = ctx.plan, time.monotonic()
-    cpus, gpus = cpus or plan.cpus_per_trial, plan.gpus_per_trial if gpus is None else gpus
+    cpus, gpus = plan.cpus_per_trial if cpus is None else cpus, plan.gpus_per_trial if gpus is None else gpus
     res = ray.cluster_resources()
     check_resources(cpus, gpus, Hardware(res.get("CPU", 0), res.get("GPU", 0)), "the retrain runs",
                     "pass --gpus-per-run 0 to retrain on CPUs (python -m search.retrain), or run where they are"
