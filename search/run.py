@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.files import atomic_write
-from search import analyse, cli, experiments, record, run_folder, schedulers, stages, warm
+from search import analyse, cli, experiments, growth, record, run_folder, schedulers, stages, warm
 from search import storage as trial_storage
 from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
@@ -32,7 +32,7 @@ from search.lock import LOCK, RunLock
 from search.markdown import md_table
 from search.plan import Hardware, local_hardware, make_plan
 from search.ray_session import check_reachable, ray_logs, ray_session
-from search.tuner import tune_location
+from search.tuner import local_folder, tune_location
 
 ROOT = Path("results")
 
@@ -158,6 +158,8 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
         args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
+        if stages.rolls_back(previous, args.grow_to):
+            return roll_back_growth(run_dir, previous, args.storage)
         if args.grow_to is not None:  # refused before Ray starts (prepare checks again, under the lock)
             stages.check_growth(previous, args.grow_to, schedulers.of_plan(previous.plan), run_dir)
     request = checked_request(exp, args, argv)
@@ -265,6 +267,16 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
         storage=args.storage, warm_start_from=[] if args.resume else warm_from,
         grow_to=getattr(args, "grow_to", None), data_fingerprint=fingerprint, forced=forced)
+
+
+def roll_back_growth(run_dir: Path, previous: record.RunRecord, storage: str | None) -> int:
+    with RunLock(run_dir):
+        previous = record.RunRecord.read(run_dir)  # as it is under the lock
+        if not stages.rolls_back(previous, previous.grown[-1]["trials_before"] if previous.grown else None):
+            raise UserError(f"{run_dir.name}: its growth has ended meanwhile; nothing to roll back")
+        where = tune_location(run_dir, storage, previous.rounds, previous.storage_folder)
+        print(growth.roll_back(run_dir, previous, local_folder(trial_storage.join(*where))))
+    return 0
 
 
 def check_target(run_dir: Path, args: argparse.Namespace) -> None:

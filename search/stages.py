@@ -32,6 +32,7 @@ import ray
 import torch
 
 from search import experiments, retraining, schedulers, warm
+from search import growth as growth_files
 from search import report as report_md
 from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment, narrowed
@@ -177,6 +178,8 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         record.update(run_dir, options={**record.options, "data_dir": request.options.get("data_dir")},
                       data_fingerprint=request.data_fingerprint, forced=[*record.forced, *request.forced])
     if growth is not None:  # every check has passed: from here the run is a search again
+        kept = growth_files.keep_results(run_dir, record.rounds)  # its retraining and report may be redone
+        growth["journal_bytes"] = growth_files.journal_size(run_dir)  # where a roll back cuts the study
         plan.trials = request.grow_to
         record.update(run_dir, plan=plan, search_done=False, grown=[*record.grown, growth])
     ctx = RunContext(exp, run_dir, record, data, space, request.storage, request.resume, prior=prior)
@@ -185,8 +188,16 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
         ctx.print(line)
     if growth is not None:
         ctx.print(f"growing the finished search from {growth['trials_before']} to {growth['trials']} trials: "
-                  "TPE goes on with the same study, the scheduler's rungs hold the earlier trials")
+                  "TPE goes on with the same study, the scheduler's rungs hold the earlier trials"
+                  + (f"; its results so far are kept in {kept.name}/" if kept else "")
+                  + f" (--resume --trials {growth['trials_before']} rolls the growth back before it ends)")
     return ctx
+
+
+def rolls_back(previous: RunRecord, grow_to: int | None) -> bool:
+    """`--resume --trials N`, N the trials before a growth that has not finished: roll that growth back."""
+    return (grow_to is not None and not previous.search_done and bool(previous.grown)
+            and grow_to == previous.grown[-1]["trials_before"])
 
 
 def check_growth(previous: RunRecord, grow_to: int | None, scheduler: schedulers.Scheduler,
@@ -380,10 +391,13 @@ def report(ctx: RunContext) -> Path:
 
 
 def finished_run(run_dir: Path, print_fn: Callable[..., None] | None = None) -> RunContext:
-    """The context of a run whose search is done (for `python -m search.retrain`, which checked that):
-    its own data and plan."""
+    """The context of a run whose search is done (for `python -m search.retrain`): its own data and plan.
+    An interrupted search is refused: its trials.csv holds only the trials that ended before the stop."""
     record = RunRecord.read(run_dir)
     exp = experiments.get(record.experiment)
+    if not record.search_done:
+        raise UserError(f"{run_dir}: its search was interrupted; finish it first with python -m search.run "
+                        f"{exp.name} --name {run_dir.name} --resume (which retrains it too)")
     options = record.data_options()
     check_same_data(record, options.data_dir, False, run_dir, then="retrain it on the data it searched (or "
                     "resume it with --data-dir and --force first, which records the change)")

@@ -239,6 +239,7 @@ def test_grow_a_finished_search(finished_run, tmp_path, capsys):
     assert info["plan"]["trials"] == 10 and info["search_done"]
     assert [(g["round"], g["trials_before"], g["trials"]) for g in info["grown"]] == [(2, 8, 10)]
     stored_study_matches_trials_csv(grown)  # one study: the 8 earlier trials and the 2 new ones
+    pd.testing.assert_frame_equal(pd.read_csv(grown / "round-1" / "trials.csv"), before)  # the search it grew from
 
 
 @pytest.mark.parametrize("extra, message", [
