@@ -32,6 +32,14 @@ class Hardware:
     # GPU). A cluster's CPU total counts a CPU-only head too, which no GPU trial can use.
     cpus_per_gpu: float | None = None
     gpu_node_cpus: float | None = None
+    # (CPUs, GPUs) of each node; empty: one machine, the totals. Ray places a trial on one node, so a trial
+    # fits only where one node has all it asks for, whatever the totals say.
+    node_resources: tuple[tuple[float, float], ...] = ()
+
+    def fits(self, cpus: float, gpus: float) -> bool:
+        """Whether one node can run a task that needs `cpus` and `gpus`."""
+        nodes = self.node_resources or ((self.cpus, self.gpus),)
+        return any(cpus <= c and gpus <= g for c, g in nodes)
 
     def describe(self) -> str:
         gpu = f"{self.gpus:g} GPU" + ("s" if self.gpus != 1 else "") if self.gpus else "no GPU"
@@ -118,7 +126,8 @@ def cluster_hardware(nodes: list[dict]) -> Hardware:
     return Hardware(cpus=sum(r.get("CPU", 0) for r in alive), gpus=sum(r.get("GPU", 0) for r in alive),
                     nodes=len(alive),
                     cpus_per_gpu=min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes) if gpu_nodes else None,
-                    gpu_node_cpus=max(r.get("CPU", 0) for r in gpu_nodes) if gpu_nodes else None)
+                    gpu_node_cpus=max(r.get("CPU", 0) for r in gpu_nodes) if gpu_nodes else None,
+                    node_resources=tuple((r.get("CPU", 0), r.get("GPU", 0)) for r in alive))
 
 
 def cut_to_plan(data: Data, plan: Plan) -> Data:

@@ -41,6 +41,7 @@ from search.loop import Decoding, images_per_second
 from search.plan import (
     Hardware,
     Plan,
+    cluster_hardware,
     cut_to_plan,
     estimate_minutes,
     fitted_retrain_epochs,
@@ -131,9 +132,10 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
     exp, run_dir = request.exp, request.run_dir
     previous = RunRecord.read(run_dir) if request.resume else None
     plan = previous.plan if previous is not None else request.make_plan(hw)
-    if previous is not None:  # a plan made for other hardware would wait forever for what is not here
-        check_resources(plan.cpus_per_trial, plan.gpus_per_trial, hw, "this run's trials",
-                        "resume it where the cluster has them")
+    # a plan made for other hardware, or asking for more than one node has, would wait forever
+    check_resources(plan.cpus_per_trial, plan.gpus_per_trial, hw, "this run's trials",
+                    "resume it where the cluster has them" if previous is not None
+                    else "ask for less with --cpus-per-trial / --gpus-per-trial")
     data = cut_to_plan(request.data, plan)
     base = search_base(request.base, request.pinned, plan, request.options["seed"])
     if previous is not None and not same_base(exp, previous.base_config, base):
@@ -221,10 +223,16 @@ def check_growth(previous: RunRecord, grow_to: int | None, scheduler: schedulers
 
 
 def check_resources(cpus: float, gpus: float, hw: Hardware, who: str, then: str) -> None:
-    """One line instead of a wait without end: Ray would queue work that no node can ever take."""
+    """One line instead of a wait without end: Ray would queue work that no node can ever take (a task runs
+    on one node: totals over several nodes are not enough)."""
+    if hw.fits(cpus, gpus):
+        return
+    need = f"{who} need {cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "") + " each"
     if gpus > hw.gpus or cpus > hw.cpus:
-        raise UserError(f"{who} need {cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "") + " each; this Ray "
-                        f"cluster has {hw.cpus:g} CPUs and {hw.gpus:g} GPUs in all: {then}")
+        raise UserError(f"{need}; this Ray cluster has {hw.cpus:g} CPUs and {hw.gpus:g} GPUs in all: {then}")
+    largest = ", ".join(f"{c:g} CPUs + {g:g} GPUs" for c, g in sorted(set(hw.node_resources), reverse=True)[:3])
+    raise UserError(f"{need}, and no node of this Ray cluster has that much (its nodes: {largest}); a trial runs "
+                    f"on one node: {then}")
 
 
 def _throughput_task(exp_name: str, config: dict, x, y, threads: float) -> float:
@@ -341,8 +349,7 @@ def retrain(ctx: RunContext, *, top_k: int | None = None, seeds: int | None = No
     """Retrain with the plan's numbers (or the ones given); KeyboardInterrupt keeps every finished run."""
     plan, t0 = ctx.plan, time.monotonic()
     cpus, gpus = plan.cpus_per_trial if cpus is None else cpus, plan.gpus_per_trial if gpus is None else gpus
-    res = ray.cluster_resources()
-    check_resources(cpus, gpus, Hardware(res.get("CPU", 0), res.get("GPU", 0)), "the retrain runs",
+    check_resources(cpus, gpus, cluster_hardware(ray.nodes()), "the retrain runs",
                     "pass --gpus-per-run 0 to retrain on CPUs (python -m search.retrain), or run where they are"
                     if gpus else "pass a smaller --cpus-per-run (python -m search.retrain)")
     if epochs is None:

@@ -88,6 +88,24 @@ def test_work_no_node_can_take_is_refused_in_one_line_not_queued_forever():
         check_resources(4, 0, Hardware(cpus=2, gpus=0), "the retrain runs", "pass a smaller --cpus-per-run")
 
 
+def test_a_trial_that_fits_the_clusters_totals_but_no_single_node_is_refused():
+    """Three 4-CPU nodes (12 CPUs, 2 GPUs in all): a trial of 6 CPUs, or of 4 CPUs and a GPU on the 2-CPU GPU
+    node, fits the totals but no node, and Ray would keep it pending for ever."""
+    from search.plan import cluster_hardware
+    from search.stages import check_resources
+
+    nodes = [{"Alive": True, "Resources": r} for r in ({"CPU": 4}, {"CPU": 4, "GPU": 0}, {"CPU": 2, "GPU": 2})]
+    nodes.append({"Alive": False, "Resources": {"CPU": 64, "GPU": 8}})  # a dead node offers nothing
+    hw = cluster_hardware(nodes)
+    check_resources(4, 0, hw, "trials", "x")
+    check_resources(2, 1, hw, "trials", "x")
+    for cpus, gpus in ((6, 0), (4, 1), (2, 3)):
+        with pytest.raises(UserError, match="no node of this Ray cluster has that much|in all"):
+            check_resources(cpus, gpus, hw, "trials", "ask for less")
+    with pytest.raises(UserError, match=r"no node .*4 CPUs \+ 0 GPUs, 2 CPUs \+ 2 GPUs"):
+        check_resources(6, 0, hw, "trials", "ask for less")
+
+
 def test_a_cluster_refusing_our_token_is_named_in_the_error(monkeypatch):
     """With Ray's token authentication a client without the head's token is refused: the one-line
     error names the token, RAY_AUTH_MODE and RAY_AUTH_TOKEN."""
