@@ -75,11 +75,13 @@ class Progress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial, error=False)
-        drop_weights(trial)
+        if not self.scheduler.clones_checkpoints:  # else a paused trial may still be restored from its weights
+            drop_weights(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, error=True)
-        drop_weights(trial)  # its retries are spent, and --resume does not rerun a failed trial
+        if not self.scheduler.clones_checkpoints:  # its retries are spent, and --resume does not rerun it
+            drop_weights(trial)
         if DISK_FULL.search(_error_line(trial)):  # the next trials would fail the same way: stop, resumable
             raise OSError(errno.ENOSPC, "No space left on device", f"trial {trial.trial_id}'s checkpoint folder")
 
@@ -94,7 +96,7 @@ class Progress(Callback):
         # marks them TERMINATED: they have ended (an interrupted search leaves them RUNNING, to resume).
         ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         self.running -= {t.trial_id for t in ended}
-        for trial in ended:  # the cut ones still hold their weights (155 MB or more each for shapes)
+        for trial in ended:  # the cut ones (and under PBT every ended one) still hold their weights (155 MB each)
             drop_weights(trial)
         self.write_tables()
 

@@ -35,6 +35,9 @@ class Scheduler:
     summary = ""
     proposes_configs = False  # True: it proposes configs itself, and Ray refuses a searcher beside it
     changes_config = False  # True: a trial's hyperparameters may change between epochs
+    # True: a paused trial may be restored from another trial's checkpoint (PBT's exploit), so an ended
+    # trial's weights stay until the search ends (search/progress.py drop_weights)
+    clones_checkpoints = False
     stopped_label = "stopped early"  # legend of the trials it stopped, in every plot
     # True: it may clone or pause a trial at any epoch, so each epoch writes the trial's state (else
     # search/trial.py's CheckpointClock spaces the writes)
@@ -261,7 +264,7 @@ class _PopulationBasedTraining(PopulationBasedTraining):
         self.last_epoch = last_epoch
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("training_iteration", 0) >= self.last_epoch:
+        if result.get(EPOCH_CLOCK, 0) >= self.last_epoch:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
@@ -272,6 +275,7 @@ class Pbt(Scheduler):
                "one's weights and hyperparameters, perturbed, and trains on")
     proposes_configs = True
     changes_config = True
+    clones_checkpoints = True
     checkpoints_every_epoch = True
     stopped_label = "ended early"  # PBT stops no trial: only a time budget or an interruption does
 
@@ -281,7 +285,8 @@ class Pbt(Scheduler):
             raise UserError("--scheduler pbt: nothing searched that it can change mid-run (it perturbs the "
                             "continuous keys: learning rate, dropout, loss weights, probabilities); search one")
         return _PopulationBasedTraining(
-            plan.max_epochs, time_attr="training_iteration", metric=metric, mode=mode,
+            # the epoch, not Ray's count of reports, which runs ahead of it after a trial restarts
+            plan.max_epochs, time_attr=EPOCH_CLOCK, metric=metric, mode=mode,
             perturbation_interval=plan.grace_epochs, burn_in_period=plan.grace_epochs,
             hyperparam_mutations=to_tune(mutable), custom_explore_fn=clipped_to(mutable),
             quantile_fraction=0.25, resample_probability=0.25, log_config=True)

@@ -142,6 +142,9 @@ def test_pbt_builds_rays_scheduler_over_the_continuous_keys_within_their_ranges(
     assert isinstance(built, PopulationBasedTraining)
     assert set(built._hyperparam_mutations) == {"lr", "dropout"}  # the schedule is a choice: it stays
     assert built._perturbation_interval == plan.grace_epochs and built._metric == "val_rank_loss"
+    # epochs, not Ray's count of reports (it runs ahead after a restart): no perturbation at the last epoch
+    assert built._time_attr == "epoch"
+    assert built.on_trial_result(None, None, {"epoch": plan.max_epochs, "training_iteration": 1}) == "CONTINUE"
     clip = built._custom_explore_fn
     assert clip({"lr": 0.02, "dropout": 0.84, "schedule": "cosine"}) == {"lr": 1e-2, "dropout": 0.7,
                                                                            "schedule": "cosine"}
@@ -159,6 +162,29 @@ def test_the_trial_reports_the_whole_schedule_of_its_weights():
     text = json.dumps(changes_of(history, ["lr"]))
     row = {"trial_id": "t", "status": "completed", f"last_{CHANGES}": text}
     assert retraining.trained_schedule(row) == [(1, {"lr": 0.1}), (2, {"lr": 0.05})]
+
+
+@pytest.mark.parametrize("name", ["pbt", "asha"])
+def test_an_ended_trials_weights_stay_until_the_search_ends_where_a_paused_trial_may_clone_them(tmp_path, name):
+    """PBT's exploit restores a paused trial from a donor's checkpoint later on: had the donor's weights gone
+    when it ended, the trial restarted from epoch 1 (with a warning only the worker log showed)."""
+    from types import SimpleNamespace
+
+    from search import progress
+    from search.trial import STATE_FILE
+
+    folder = tmp_path / "tune" / "run_trial_a"
+    (folder / "checkpoint_000003").mkdir(parents=True)
+    weights = folder / "checkpoint_000003" / STATE_FILE
+    weights.write_bytes(b"w")
+    trial = SimpleNamespace(trial_id="a", config={"lr": 0.01}, status="TERMINATED", error_file=None,
+                            storage=SimpleNamespace(trial_fs_path=str(folder)))
+    watch = progress.Progress(tmp_path, tmp_path / "tune", {"epochs": 4}, ["lr"], "val_acc", "max", 4,
+                              schedulers.get(name), print_fn=lambda *a: None)
+    watch.on_trial_complete(0, [trial], trial)
+    assert weights.exists() == (name == "pbt")
+    watch.on_experiment_end([trial])
+    assert not weights.exists()
 
 
 # ---------------------------------------------------------------- a PBT search, end to end (Ray)
