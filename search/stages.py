@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import platform
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ import torch
 from search import experiments, retraining, schedulers, warm
 from search import growth as growth_files
 from search import report as report_md
+from search import storage as trial_storage
 from search.config import UserError, format_config
 from search.experiment import Data, Dim, Experiment, narrowed
 from search.io import read_csv
@@ -52,7 +54,7 @@ from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord, check_same_data
 from search.tables import best_trial
 from search.trial import trial_device
-from search.tuner import run_search, storage_folder
+from search.tuner import local_folder, run_search, storage_folder
 
 
 @dataclass
@@ -154,6 +156,9 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
                             "proposes configs without it: leave one out")
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
                                                 plan.rank_metric or exp.objective, base)
+    checkpoint_dir = tune_local_dir(run_dir, request.storage)
+    if checkpoint_dir is not None:  # (the retrained models go to the run folder, counted with the checkpoints)
+        check_free_space(checkpoint_dir, *disk_needed(exp, base, plan, scheduler, request.retrain), print)
     batch = base["batch_size"]
     ips = measured_throughput(exp, base, data.train.x[:batch], data.train.y[:batch], plan,
                               local=not request.options.get("address"))
@@ -200,6 +205,48 @@ def rolls_back(previous: RunRecord, grow_to: int | None) -> bool:
     """`--resume --trials N`, N the trials before a growth that has not finished: roll that growth back."""
     return (grow_to is not None and not previous.search_done and bool(previous.grown)
             and grow_to == previous.grown[-1]["trials_before"])
+
+
+DISK_MARGIN = 200 * 2**20  # tables, logs, TensorBoard events, report figures: tens of MB; 200 MB to spare
+
+
+def disk_needed(exp: Experiment, config: dict[str, Any], plan: Plan, scheduler: schedulers.Scheduler,
+                retrain: bool) -> tuple[int, int]:
+    """(bytes the run needs for sure, bytes it may hold at its peak), both in its checkpoint folder and
+    with the retrained models. A checkpoint holds the weights and the optimiser's state (Adam's two
+    moments: 3x the weights, 155 MB for shapes). Each running trial keeps the scheduler's number of them,
+    one more while Ray writes the next before deleting the oldest: that much is needed. A scheduler that
+    pauses or clones trials may keep every trial's until the search ends: that much may be."""
+    weights = sum(t.numel() * t.element_size() for t in exp.task.build_model(config).state_dict().values())
+    state, keep = 3 * weights, scheduler.checkpoints_to_keep(plan)
+    retrained = (plan.retrain_top_k + 1) * plan.retrain_seeds * weights if retrain else 0
+    sure = plan.concurrency * (keep + 1) * state + retrained
+    holding = plan.trials if scheduler.clones_checkpoints or scheduler.checkpoints_every_epoch else plan.concurrency
+    return sure, max(sure, holding * keep * state + plan.concurrency * state + retrained)
+
+
+def check_free_space(path: Path, sure: int, peak: int, say: Callable[..., None]) -> None:
+    """One line before anything is written if the disk cannot hold what the run needs for sure, instead of
+    a disk that fills up mid-search (a default shapes run wrote several GB before the ended trials' weights
+    were pruned); a warning where it may not hold the run's peak."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), path)
+    free = shutil.disk_usage(probe).free
+    gb = 2**30
+    if free < sure + DISK_MARGIN:
+        raise UserError(f"{path}: this run needs about {(sure + DISK_MARGIN) / gb:.1f} GB free there for its "
+                        f"checkpoints and models, and {free / gb:.1f} GB are free; free some space, pass --results "
+                        "(or --storage) on a larger disk, or lower --concurrency")
+    if free < peak + DISK_MARGIN:
+        say(f"warning: {path} has {free / gb:.1f} GB free; this run may hold up to {(peak + DISK_MARGIN) / gb:.1f} "
+            "GB of checkpoints at its peak (its scheduler keeps paused trials' ones)")
+
+
+def tune_local_dir(run_dir: Path, storage: str | None) -> Path | None:
+    """The local folder the trials' checkpoints go to: the run folder, or a --storage folder; None for an
+    object store (s3://...), whose space is not ours to measure."""
+    if storage is None:
+        return run_dir
+    return local_folder(trial_storage.location(storage))
 
 
 def check_growth(previous: RunRecord, grow_to: int | None, scheduler: schedulers.Scheduler,
