@@ -3,7 +3,8 @@
 Set HPSEARCH_FAULT before the search starts (Ray workers inherit the driver's environment):
     KIND@EPOCH[xTIMES][:KEY=VALUE][;...]   e.g. "nan@2:optimizer=sgd", "kill@2x1:dropout=0.5;oom@2x1"
 KIND is nan (the loss becomes NaN), error (RuntimeError), oom (torch.OutOfMemoryError, as CUDA
-raises it), kill (the worker process is SIGKILLed) or disk (OSError ENOSPC, a full disk); EPOCH
+raises it), kill (the worker process is SIGKILLed), disk (OSError ENOSPC, a full disk) or hang (the
+trial stops reporting: it sleeps for an hour, for search/watchdog.py to find); EPOCH
 is the epoch during which it happens; xTIMES fires it at most that many times per trial (a
 transient fault: the retry succeeds); the optional KEY=VALUE limits it to trials whose config has
 that value. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
@@ -18,6 +19,7 @@ import hashlib
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,8 @@ import torch
 
 ENV = "HPSEARCH_FAULT"
 LOG_ENV = "HPSEARCH_FAULT_LOG"
-KINDS = ("nan", "error", "oom", "kill", "disk")
+KINDS = ("nan", "error", "oom", "kill", "disk", "hang")
+HANG_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,5 @@ class FaultyTask:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fault.kind == "disk":
             raise OSError(errno.ENOSPC, "No space left on device", f"injected by {ENV}")
+        if self.fault.kind == "hang":
+            time.sleep(HANG_S)

@@ -28,6 +28,7 @@ from search.plan import Plan
 from search.progress import Progress
 from search.searcher import HonestOptunaSearch, make_searcher, to_tune
 from search.trial import DIVERGED, run_trial
+from search.watchdog import HangWatch
 
 STUDY_FILE = "optuna.journal"  # the run's Optuna study (searcher.journal): optuna.load_study opens it
 
@@ -146,7 +147,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
                         earlier=earlier, time_budget_s=plan.time_budget_s, stop_reason=stop_reason)
     tail_resources.clear(run_dir)
     # Ray's loggers first, so each trial's result.json has its last epoch before our callback reads it.
-    callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), progress]
+    # the watchdog before the progress, so that a hung trial's error line says so when the progress prints it
+    callbacks = [JsonLogger(), CsvLogger(), TBXLoggerCallback(), HangWatch(print_fn=print_fn or print), progress]
     quiet()
 
     if resume:  # with --storage too: a cluster's runs are the ones whose driver gets killed

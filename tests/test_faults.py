@@ -56,6 +56,24 @@ def test_transient_faults_are_retried_from_the_checkpoint(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_a_hung_trial_is_stopped_marked_and_retried_and_the_search_goes_on(tmp_path, monkeypatch, capsys):
+    """The warm-start trial stops reporting in epoch 2 (an hour's sleep): the watchdog kills it after 3x the
+    usual epoch time (at least 4 s here), Ray retries it from its epoch-1 checkpoint, trials.csv says why."""
+    from search import watchdog
+
+    monkeypatch.setattr(watchdog, "HUNG_FLOOR_S", 4.0)
+    monkeypatch.setattr(watchdog, "HUNG_FACTOR", 3.0)
+    started = __import__("time").monotonic()
+    code, trials, history, _, log = faulty_search(tmp_path, monkeypatch, "hang@2x1:dropout=0.5")
+    assert code == 0 and __import__("time").monotonic() - started < 300  # not the hour of the hang
+    shown = trials[["trial_id", "status", "epochs_run", "reason"]].to_string()
+    assert [line.rsplit(" ", 1)[0] for line in log] == ["hang 2"], log
+    assert (trials["status"] != "failed").all() and trials["reason"].fillna("").str.contains("hung").sum() == 1, shown
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert "hung: no report for" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_path, monkeypatch):
     code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, "error@2:dropout=0.5",
                                                       "--max-failures", "1")
