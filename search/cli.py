@@ -70,7 +70,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with its errors in one line (it prints the usage block, then the error, by default)."""
 
     def error(self, message: str):
-        self.exit(EXIT_USER_ERROR, f"error: {message}; see `{self.prog} --help`\n")
+        # a UserError: `run` prints it as every other mistake (one line, exit 2), and returns the code
+        raise UserError(f"{message}; see `{self.prog} --help`")
 
 
 def _sigterm_as_sigint(signum, frame) -> None:

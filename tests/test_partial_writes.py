@@ -26,7 +26,7 @@ CHILD = textwrap.dedent("""
     folder = Path(sys.argv[1])
     writes = {{
         "run.json": lambda: write_json(folder / "run.json", {{"argv": ["x" * 1000] * 200}}),
-        "trials.csv": lambda: write_csv(folder / "trials.csv", [{{"trial_id": i, "c": "y" * 100}} for i in range(2000)]),
+        "trials.csv": lambda: write_csv(folder / "trials.csv", [{{"trial_id": i, "c": "y" * 99}} for i in range(2000)]),
         "state.pt": lambda: atomic_write(folder / "state.pt", lambda f: torch.save(torch.zeros(100_000), f)),
     }}
     for name, write in writes.items():

@@ -67,7 +67,8 @@ def test_data_moved_elsewhere_resumes_from_its_new_path_with_the_same_fingerprin
     moved = tmp_path / "moved.zip"
     (start / "data.zip").rename(moved)
     assert resume(run_dir, "--data-dir", str(moved)) == 0 and loaded[-1].data_dir == moved
-    assert requests[-1].forced == [] and requests[-1].data_fingerprint == record.RunRecord.read(run_dir).data_fingerprint
+    recorded = record.RunRecord.read(run_dir).data_fingerprint
+    assert requests[-1].forced == [] and requests[-1].data_fingerprint == recorded
 
 
 def test_force_without_resume_is_refused(tmp_path, capsys):
@@ -83,7 +84,7 @@ def test_retraining_refuses_other_data_too(tmp_path):
     run_dir = tmp_path / "shapes" / "r"
     run_dir.mkdir(parents=True)
     record.RunRecord(experiment="shapes", name="r", plan=plan, options={"data_dir": str(data), "seed": 0},
-                     data_fingerprint=record.data_fingerprint(data)).write(run_dir)
+                     data_fingerprint=record.data_fingerprint(data), search_done=True).write(run_dir)
     data.write_bytes(b"now")
     with pytest.raises(run.UserError, match="not the data it started on"):
         stages.finished_run(run_dir)

@@ -66,9 +66,14 @@ def test_settings_names_are_checked_too(tmp_path, capsys):
     assert code == 2 and "a name becomes a folder" in capsys.readouterr().err
 
 
+@pytest.fixture(autouse=True)
+def no_search(monkeypatch):
+    """Every command here must be refused before it runs a stage."""
+    monkeypatch.setattr(run, "run_stages", lambda *a: pytest.fail("a stage ran"))
+
+
 def overwrite(results, name):
-    return cli.run(run.main, ["shapes", "--smoke", "--trials", "0", "--results", str(results), "--name", name,
-                              "--overwrite"])
+    return cli.run(run.main, ["shapes", "--smoke", "--results", str(results), "--name", name, "--overwrite"])
 
 
 @pytest.mark.parametrize("damage, says", [
@@ -133,7 +138,6 @@ def test_the_already_exists_check_is_repeated_under_the_lock(tmp_path, generated
         return request
 
     monkeypatch.setattr(run, "checked_request", first_check_then_the_other_run_writes)
-    monkeypatch.setattr(run, "run_stages", lambda *a: pytest.fail("ran over another run's folder"))
     code = cli.run(run.main, ["shapes", "--smoke", "--results", str(tmp_path), "--name", "r"])
     assert code == 2 and "already exists" in capsys.readouterr().err
     assert (folder / "trials.csv").read_text() == "precious\n"
