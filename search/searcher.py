@@ -12,6 +12,7 @@ folder (`journal`): `optuna.load_study` shows each trial with the Ray trial id a
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from search import journal as study_journal
 from search.experiment import Choice, Dim, Float, Int
 from search.protocol import EPOCH_CLOCK, FINISHED
 
@@ -60,6 +62,9 @@ STUDY_NAME = "search"
 def journal(path: Path) -> JournalStorage:
     """The run's Optuna study on disk, as Optuna's own tools open it: an append-only journal file
     (one writer here, the driver; it needs no database and survives a crash mid-write)."""
+    torn = study_journal.repair(path)  # a torn line would make every read fail (search/journal.py)
+    if torn:
+        print(f"warning: {torn}", file=sys.stderr)
     return JournalStorage(JournalFileBackend(str(path)))
 
 

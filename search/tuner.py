@@ -19,6 +19,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from search import journal as study_journal
 from search import ray_state, schedulers, tables, tail_resources
 from search import storage as trial_storage
 from search.experiment import Data, Dim, Experiment, warm_start
@@ -153,6 +154,9 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
 
     if resume:  # with --storage too: a cluster's runs are the ones whose driver gets killed
         repair_saved_state(tune_uri, run_dir, print_fn or print)
+        torn = study_journal.repair(run_dir / STUDY_FILE)  # before Ray's restore reads the study
+        if torn:
+            (print_fn or print)(f"resume: {torn}")
     if resume and tune.Tuner.can_restore(tune_uri):
         tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
