@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
         # --data-dir given now is where the data moved to (checked by its fingerprint)
         recorded = previous.options
         args.data_dir = now.data_dir or (Path(recorded["data_dir"]) if recorded.get("data_dir") else args.data_dir)
-        args.storage = recorded.get("storage") or args.storage
+        args.storage = check_storage_again(recorded.get("storage") or args.storage, now.storage, run_dir)
         args.force = now.force
         tune_dir = trial_storage.join(*tune_location(run_dir, args.storage, folder=previous.storage_folder))
         if not trial_storage.exists(tune_dir):
@@ -183,7 +183,7 @@ def main(argv: list[str]) -> int:
 # What --resume may be given besides the run's own options: where Ray runs, where results live, where its
 # data moved to (--data-dir, --force), and --trials, which grows a finished search.
 RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard", "trials",
-                     "data_dir", "force")
+                     "data_dir", "force", "storage")  # --storage: checked against run.json's, secrets redacted
 
 
 def check_same_options(now: argparse.Namespace, recorded: argparse.Namespace, run_dir: Path) -> None:
@@ -261,12 +261,30 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
     # a resumed run loads the data as its loader decided then (e.g. facades' image size, which follows a GPU)
     data = exp.load(DataOptions(args.data_dir, args.download, split_seed=args.seed, source=args.source,
                                 recorded=dict(previous.data) if previous else {}))
+    # run.json, report.md and the printed command keep no secret of a --storage URI (storage.redact)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    options["storage"] = trial_storage.redact(args.storage) if args.storage else args.storage
+    argv = [trial_storage.redact(a) for a in (argv if "--name" in argv else [*argv, "--name", name])]
     return stages.Request(
-        exp=exp, run_dir=run_dir, name=name, argv=argv if "--name" in argv else [*argv, "--name", name],
-        options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, base=base, pinned=pinned,
+        exp=exp, run_dir=run_dir, name=name, argv=argv, options=options, base=base, pinned=pinned,
         space=space, data=data, make_plan=plan_for, resume=args.resume, retrain=not args.no_retrain,
         storage=args.storage, warm_start_from=[] if args.resume else warm_from,
         grow_to=getattr(args, "grow_to", None), data_fingerprint=fingerprint, forced=forced)
+
+
+def check_storage_again(recorded: str | None, typed: str | None, run_dir: Path) -> str | None:
+    """The --storage a resume goes on with: the run's own. run.json keeps no secret of a URI (its *** in
+    place of them), so such a run's --storage must be typed again, and match."""
+    typed = trial_storage.location(typed) if typed else None
+    if typed is not None and trial_storage.redact(typed) != trial_storage.redact(recorded or ""):
+        raise UserError(f"--storage: --resume continues {run_dir.name} with the storage it started with, "
+                        f"{recorded or 'none (the run folder)'}")
+    if recorded and "***" in recorded:
+        if typed is None:
+            raise UserError(f"{run_dir.name}: its --storage carries credentials, which run.json does not keep; "
+                            f"give it again: --resume --storage '{recorded}' with the *** filled in")
+        return typed
+    return recorded
 
 
 def roll_back_growth(run_dir: Path, previous: record.RunRecord, storage: str | None) -> int:

@@ -11,6 +11,7 @@ a URI and a local folder alike.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from search.config import UserError
@@ -23,14 +24,39 @@ def is_uri(location: str | os.PathLike) -> bool:
     return "://" in str(location)
 
 
+def _split_query(uri: str) -> tuple[str, str]:
+    """(the URI before its query, "?query" or ""): an S3-compatible store is reached through its query
+    (s3://bucket/p?endpoint_override=host:9000&scheme=http), which pyarrow (and Ray, through it) reads as
+    the file system's options; the paths inside go before it."""
+    base, sep, query = uri.partition("?")
+    return base, sep + query
+
+
 def location(storage: str) -> str:
-    """--storage as Ray gets it: a URI as typed, a local folder absolute."""
-    return storage.rstrip("/") if is_uri(storage) else str(Path(storage).expanduser().resolve())
+    """--storage as Ray gets it: a URI as typed (its query kept), a local folder absolute."""
+    if not is_uri(storage):
+        return str(Path(storage).expanduser().resolve())
+    base, query = _split_query(storage)
+    return base.rstrip("/") + query
 
 
 def join(base: str, *parts: str) -> str:
-    """A path under `base`; `base` is absolute (see `location`) or a URI, so "/" joins both."""
-    return "/".join([base.rstrip("/"), *parts])
+    """A path under `base`; `base` is absolute (see `location`) or a URI, so "/" joins both, before a query."""
+    head, query = _split_query(base) if is_uri(base) else (base, "")
+    return "/".join([head.rstrip("/"), *parts]) + query
+
+
+# Query keys whose values are secrets (pyarrow's S3 and GCS options, and the usual names elsewhere).
+SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|signature|access_key|session", re.IGNORECASE)
+USERINFO = re.compile(r"(://[^/@:?#\s]*):[^/@?#\s]*@")  # scheme://user:PASSWORD@host
+QUERY_PAIR = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
+
+
+def redact(text: str) -> str:
+    """`text` (a URI, a command line, a message) with the secrets a storage URI may carry replaced by ***:
+    the password of user:password@, and the values of secret-looking query keys. The rest stays readable."""
+    text = USERINFO.sub(r"\1:***@", str(text))
+    return QUERY_PAIR.sub(lambda m: f"{m[1]}{m[2]}=***" if SECRET_KEY.search(m[2]) else m[0], text)
 
 
 def _fs(target: str):
@@ -50,8 +76,8 @@ def check(storage: str) -> None:
         fs.delete_file(path)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others by scheme
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"--storage {storage}: cannot write there ({first}); give a folder every node sees, "
-                        "or a URI pyarrow opens (s3://, gs://, file://) with its credentials set") from None
+        raise UserError(f"--storage {redact(storage)}: cannot write there ({redact(first)}); give a folder every node "
+                        "sees, or a URI pyarrow opens (s3://, gs://, file://) with its credentials set") from None
 
 
 def write_text(target: str, text: str) -> None:
