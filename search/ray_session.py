@@ -43,10 +43,36 @@ TOKEN_HINT = ("if its nodes run with token authentication (RAY_AUTH_MODE=token),
               "`ray status` here must work first")
 
 
+# Ray 2.60's servers (GCS, raylet, workers, object manager) listen on every interface, whatever
+# node_ip_address says (measured: `ss -ltnp` shows *:port with _node_ip_address="127.0.0.1"), so token
+# authentication is what keeps the rest of a network out of a local run.
+UNAUTHENTICATED = ("Ray's token authentication is off (RAY_AUTH_MODE=disabled), and Ray's servers listen on "
+                   "every network interface of this machine: anyone who reaches it could run code here; unset "
+                   "RAY_AUTH_MODE, or pass --allow-unauthenticated on a network you trust")
+
+
+def token_auth_on() -> bool:
+    """Whether the Ray this process runs with (or would start) checks tokens."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:  # a Ray without token authentication at all
+        return False
+    return is_token_auth_enabled()
+
+
+def check_auth(allow_unauthenticated: bool) -> None:
+    """Refuse to run without token authentication unless the user said so (--allow-unauthenticated)."""
+    if not allow_unauthenticated and os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        raise UserError(UNAUTHENTICATED)
+
+
 @contextlib.contextmanager
 def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
-    """Join --address, or start a local Ray: token auth on (Ray's default), dashboard off unless
-    asked for and then on 127.0.0.1 only, worker output not mixed into ours. Yields what Ray has."""
+    """Join --address, or start a local Ray: token auth on (Ray's default; without it refused unless
+    --allow-unauthenticated), dashboard off unless asked for and then on 127.0.0.1 only, worker output not
+    mixed into ours. Yields what Ray has."""
+    allow = getattr(args, "allow_unauthenticated", False)
+    check_auth(allow)
     if args.dashboard and importlib.util.find_spec("aiohttp") is None:
         raise UserError("--dashboard needs Ray's dashboard packages, which ray[tune] leaves out: "
                         "pip install 'ray[default]', or run without --dashboard")
@@ -66,6 +92,8 @@ def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
                                "check `ray status` there, or leave --address out to run locally")) from None
         raise
     try:
+        if not allow and not token_auth_on():  # however it was turned off (a config, a cluster's setting)
+            raise UserError(UNAUTHENTICATED)
         cli.stop_on_sigterm()
         yield cluster_hardware(ray.nodes())
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ray
 
-from search import cli, stages
+from search import cli, ray_session, stages
 from search.config import UserError
 from search.lock import RunLock
 from search.record import FILE
@@ -31,7 +31,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--epochs", type=cli.whole(1), help="epochs per run (default: the run's plan)")
     p.add_argument("--cpus-per-run", type=cli.number(), help="CPUs per run (default: the search's per-trial share)")
     p.add_argument("--gpus-per-run", type=cli.number(zero=True), help="GPU share per run (default: the search's)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="run although Ray's token authentication is off (RAY_AUTH_MODE=disabled)")
     args = p.parse_args(argv)
+    ray_session.check_auth(args.allow_unauthenticated)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:  # a ConnectionError traceback after a long wait otherwise
+        ray_session.check_reachable(address)
     run_dir = args.run_dir.expanduser().resolve()
     if not (run_dir / FILE).is_file() or not (run_dir / "trials.csv").is_file():
         raise UserError(f"{run_dir}: not a finished search (no run.json and trials.csv there)")
@@ -42,6 +48,8 @@ def main(argv: list[str]) -> int:
                  configure_logging=True, logging_level="WARNING")
         cli.stop_on_sigterm()
         try:
+            if not args.allow_unauthenticated and not ray_session.token_auth_on():
+                raise UserError(ray_session.UNAUTHENTICATED)
             stages.retrain(ctx, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, cpus=args.cpus_per_run,
                            gpus=args.gpus_per_run)
         except KeyboardInterrupt:  # each finished run is kept: the same command goes on with the others

@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
                    help="join this Ray cluster (default $RAY_ADDRESS; none: start a local Ray)")
     p.add_argument("--storage", help="folder all nodes see, for Ray's trial data (default: the run folder)")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard, on 127.0.0.1 only")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="run although Ray's token authentication is off (RAY_AUTH_MODE=disabled): its servers "
+                   "listen on every interface, so only on a network you trust")
     return p
 
 
@@ -157,6 +160,7 @@ def main(argv: list[str]) -> int:
         if not trial_storage.exists(tune_dir):
             raise UserError(f"{run_dir}: Ray's experiment folder {tune_dir} is missing; cannot resume without it")
         args.resume, args.results, args.address, args.dashboard = True, now.results, now.address, now.dashboard
+        args.allow_unauthenticated = now.allow_unauthenticated
         args.grow_to = now.trials  # `--resume --trials N`: grow the finished search to N trials
         if stages.rolls_back(previous, args.grow_to):
             return roll_back_growth(run_dir, previous, args.storage)
@@ -182,7 +186,8 @@ def main(argv: list[str]) -> int:
 
 # What --resume may be given besides the run's own options: where Ray runs, where results live, where its
 # data moved to (--data-dir, --force), and --trials, which grows a finished search.
-RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard", "trials",
+RESUME_MAY_CHANGE = ("experiment", "name", "resume", "overwrite", "results", "address", "dashboard",
+                     "allow_unauthenticated", "trials",
                      "data_dir", "force", "storage")  # --storage: checked against run.json's, secrets redacted
 
 

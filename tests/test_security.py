@@ -49,9 +49,7 @@ def test_no_dashboard_by_default_and_token_auth_on(monkeypatch):
         from ray._private import worker
 
         assert not worker._global_node.address_info.get("webui_url")
-        import os
-
-        assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
+        assert ray_session.token_auth_on()  # what the Ray running here checks, not what an env var says
     finally:
         session.__exit__(None, None, None)
 
@@ -98,3 +96,34 @@ def test_dashboard_without_its_packages_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "ray[default]" in err and err.count("\n") == 1
     assert not (tmp_path / "shapes" / "d").exists()
+
+
+@pytest.mark.parametrize("command", ["search", "retrain"])
+def test_token_authentication_turned_off_is_refused_unless_allowed(tmp_path, monkeypatch, command, capsys):
+    """Ray's servers listen on every interface (Ray 2.60 cannot bind them to 127.0.0.1): with its token
+    authentication off, anyone on the network could run code in a local run. Refused before Ray starts."""
+    from search import cli, retrain
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setattr(ray_session.ray, "init", lambda **kw: pytest.fail("Ray started"))
+    if command == "search":
+        code = cli.run(run.main, ["shapes", "--smoke", "--results", str(tmp_path), "--name", "a"])
+    else:
+        run_dir = tmp_path / "shapes" / "a"
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text("{}")
+        (run_dir / "trials.csv").write_text("trial_id\n")
+        code = cli.run(retrain.main, [str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "RAY_AUTH_MODE=disabled" in err and "--allow-unauthenticated" in err and err.count("\n") == 1
+    assert (tmp_path / "shapes" / "a" / "run.json").exists() == (command == "retrain")  # nothing written
+    ray_session.check_auth(allow_unauthenticated=True)  # the user's explicit word
+
+
+def test_retrain_with_an_unreachable_ray_address_is_one_line(tmp_path, monkeypatch, capsys):
+    from search import cli, retrain
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens on port 1
+    assert cli.run(retrain.main, [str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot join that Ray cluster" in err and err.count("\n") == 1 and "Traceback" not in err
