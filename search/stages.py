@@ -155,7 +155,7 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
             raise UserError(f"--warm-start-from tells Optuna's TPE earlier trials; --scheduler {scheduler.name} "
                             "proposes configs without it: leave one out")
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
-                                                plan.rank_metric or exp.objective, base)
+                                                plan.rank_metric or exp.objective, base, data.info)
     checkpoint_dir = tune_local_dir(run_dir, request.storage)
     if checkpoint_dir is not None:  # (the retrained models go to the run folder, counted with the checkpoints)
         check_free_space(checkpoint_dir, *disk_needed(exp, base, plan, scheduler, request.retrain), print)
