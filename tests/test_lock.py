@@ -77,6 +77,7 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, generated_cac
     monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
     old = tmp_path / "shapes" / "x"
     old.mkdir(parents=True)
+    (old / "run.json").write_text(json.dumps({"experiment": "shapes", "name": "x"}))  # a run of ours: replaceable
     (old / "trials.csv").write_text("precious\n")
     argv = ["shapes", "--smoke", "--trials", "1", "--max-epochs", "1", "--no-retrain", "--results", str(tmp_path),
             "--name", "x"]
