@@ -61,7 +61,14 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
 def test_search_and_retrain_refuse_a_run_in_use(tmp_path, other_process, capsys):
     run_dir = tmp_path / "shapes" / "busy"
     (run_dir / "tune").mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"argv": ["shapes", "--smoke", "--name", "busy"], "plan": {}}))
+    from search import experiments
+    from search.plan import Hardware, make_plan
+    from search.record import RunRecord
+
+    plan = make_plan(experiments.get("shapes"), Hardware(cpus=2, gpus=0), trials=2, max_epochs=1,
+                     time_budget_min=None, concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=True)
+    RunRecord(experiment="shapes", name="busy", plan=plan, argv=["shapes", "--smoke", "--name", "busy"],
+              search_done=True).write(run_dir)
     (run_dir / "trials.csv").write_text("trial_id\n")
     write_lock(run_dir, other_process)
     before = sorted(p.name for p in run_dir.iterdir())
