@@ -1,13 +1,23 @@
-"""One process at a time per run directory: a lock file, released on exit, stale locks detected.
+"""One process at a time per run directory: an OS lock (flock) on a file in the run folder.
 
 Two commands writing the same run (a search started twice with the same --name, a retraining
-while the search still runs) would interleave their CSVs and checkpoints. The lock is a file
-created with O_EXCL holding the owner's host and pid; a lock whose process is gone (killed with
-SIGKILL, machine rebooted) is stale and taken over with a warning.
+while the search still runs) would interleave their CSVs and checkpoints. The kernel holds the
+lock (fcntl.flock on `.lock`) and drops it when the process dies however it dies, so there is no
+stale-lock guessing and no race between two processes taking over: exactly one gets it. The file
+also names its owner (host, pid, start time) for the error message the other one prints.
+
+The lock file is unlinked on release (a run that failed before writing leaves no folder). That is
+safe because an acquirer checks, once it holds the lock, that the path still names the file it
+locked; if a releaser unlinked it in between, it locks the new file instead.
+
+A file naming a live process on this host that holds no lock (a run of a version before flock),
+or a process on another host (a shared folder whose file system may not carry locks across hosts),
+is refused all the same, with the way out in the message.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -30,52 +40,102 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner(fd: int) -> dict:
+    """What the lock file says of its owner; {} when empty or cut (its owner is still writing it, or died)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode()
+        owner = json.loads(text) if text.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
 class RunLock:
     def __init__(self, run_dir: Path):
-        self.run_dir, self.path, self.created_dir, self.held = run_dir, run_dir / LOCK, False, False
+        self.run_dir, self.path, self.created_dir, self.fd = run_dir, run_dir / LOCK, False, None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> RunLock:
         if not self.run_dir.exists():
             self.run_dir.mkdir(parents=True)
             self.created_dir = True
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
+        for _ in range(100):  # a retry only when a releaser unlinked the file we had opened
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._check_stale()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _owner(fd)
+                os.close(fd)
+                self.created_dir = False  # we made the folder but lost the race for it: the winner keeps it
+                raise UserError(self._in_use(owner)) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
+            try:
+                self._check_previous_owner(_owner(fd))
+            except UserError:
+                os.close(fd)
+                raise
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            self.fd = fd
             return self
         raise UserError(f"{self.run_dir}: could not take its lock {self.path}; delete it if no run uses this folder")
 
-    def _check_stale(self) -> None:
-        try:
-            owner = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            owner = {}  # a lock cut by a crash between create and write: nobody holds it
+    def _in_use(self, owner: dict) -> str:
+        pid, host, since = owner.get("pid"), owner.get("host"), owner.get("started")
+        who = f"process {pid}" + (f" on {host}" if host not in (None, socket.gethostname()) else "")
+        who = who if pid is not None else "another process"  # it holds the lock and has not written its name yet
+        return (f"{self.run_dir} is in use by {who}" + (f" (since {since})" if since else "")
+                + "; wait for it to end, or pick another --name")
+
+    def _check_previous_owner(self, owner: dict) -> None:
+        """The file's last owner holds no lock (we have it). It died, or ran a version before flock."""
         pid, host = owner.get("pid"), owner.get("host")
+        if not owner:
+            return
         if host not in (None, socket.gethostname()):
             raise UserError(f"{self.run_dir} is in use by process {pid} on {host} (since {owner.get('started')}); "
                             f"if that run is gone, delete {self.path}")
         if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
             raise UserError(f"{self.run_dir} is in use by process {pid} (since {owner.get('started')}); "
-                            "wait for it to end, or pick another --name")
+                            f"wait for it to end, or pick another --name (if no run uses it, delete {self.path})")
         print(f"warning: taking over a stale lock of {self.run_dir} (process {pid} is gone)", file=sys.stderr)
-        self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
-        if not self.held:
+        if self.fd is None:
             return
-        self.path.unlink(missing_ok=True)
-        self.held = False
-        if self.created_dir and not any(self.run_dir.iterdir()):
-            self.run_dir.rmdir()  # failed before writing anything: leave no empty run behind
+        # unlink while still holding the lock: a process waiting on this file sees it is gone and retries
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:  # ours, not one made after a hand deletion
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+        if self.created_dir:
+            try:
+                self.run_dir.rmdir()  # failed before writing anything: leave no empty run behind
+            except OSError:
+                pass  # not empty (or another process's lock file is in it already): keep it
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_free(run_dir: Path) -> None:
+    """Refuse now, before the data loads or Ray starts, when a live process holds the run's lock; the
+    command takes the lock for real afterwards (and may still lose it to a process that started meanwhile)."""
+    if (run_dir / LOCK).exists():
+        RunLock(run_dir).acquire().release()

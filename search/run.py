@@ -28,7 +28,7 @@ from search import storage as trial_storage
 from search.config import UserError, check_known, parse_assignments, resolve
 from search.experiment import DataOptions, Experiment
 from search.io import write_csv
-from search.lock import LOCK, RunLock
+from search.lock import LOCK, RunLock, check_free
 from search.markdown import md_table
 from search.plan import Hardware, local_hardware, make_plan
 from search.ray_session import check_reachable, ray_logs, ray_session
@@ -226,6 +226,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
     results = args.results.expanduser().resolve()
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = run_folder.run_dir(results, exp.name, name)
+    check_free(run_dir)  # before the data loads: a run in use is refused in a second
     check_target(run_dir, args)
     try:
         results.mkdir(parents=True, exist_ok=True)

@@ -97,3 +97,84 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, generated_cac
     assert code == 0, capsys.readouterr().err[-2000:]
     assert "precious" not in (old / "trials.csv").read_text(), (old / "trials.csv").read_text()
     assert not (old / LOCK).exists()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from search.lock import RunLock
+lock = RunLock(Path(sys.argv[1]))
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+try:
+    lock.acquire()
+except Exception as e:
+    print("lost", e, flush=True)
+    sys.exit(0)
+print("won", flush=True)
+time.sleep(float(sys.argv[3]))
+lock.release()
+"""
+
+
+def holders(run_dir, n, hold_s, start_in_s=1.5):
+    """`n` processes that each try to take the lock of `run_dir` at one instant and hold it `hold_s` seconds."""
+    import time
+
+    from conftest import REPO
+
+    start = time.time() + start_in_s
+    return [subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir), str(start), str(hold_s)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+def test_of_processes_racing_for_one_stale_lock_exactly_one_wins(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_lock(tmp_path / "r", int(dead.stdout))  # a killed run's lock: every racer may take it over
+    racers = holders(tmp_path / "r", 6, hold_s=2)
+    said = [p.communicate(timeout=60)[0] for p in racers]
+    assert sum(s.startswith("won") for s in said) == 1, said
+    assert all(s.startswith("won") or "is in use by process" in s for s in said), said
+
+
+def test_a_lock_whose_owner_has_not_written_its_name_yet_is_held(tmp_path):
+    """The owner holds the OS lock from the first instant; an empty lock file is no sign of a dead owner."""
+    import fcntl
+    import os
+
+    (tmp_path / "r").mkdir()
+    fd = os.open(tmp_path / "r" / LOCK, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another owner (this process, another file description), file still empty
+    try:
+        with pytest.raises(UserError, match="in use by another process"):
+            RunLock(tmp_path / "r").acquire()
+    finally:
+        os.close(fd)
+    with RunLock(tmp_path / "r"):  # its owner gone, the empty file is ours without a word
+        pass
+
+
+def test_release_leaves_a_lock_it_does_not_own(tmp_path):
+    first = RunLock(tmp_path / "r").acquire()
+    (tmp_path / "r" / LOCK).unlink()  # deleted by hand while held ...
+    second = RunLock(tmp_path / "r").acquire()  # ... so a second run takes a new one
+    first.release()
+    assert (tmp_path / "r" / LOCK).exists()
+    with pytest.raises(UserError, match="in use"):
+        RunLock(tmp_path / "r").acquire()  # the second still holds it
+    second.release()
+    assert not (tmp_path / "r" / LOCK).exists()
+
+
+def test_a_search_started_on_a_name_a_live_run_holds_gets_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "shapes" / "busy"
+    [holder] = holders(run_dir, 1, hold_s=30, start_in_s=0)
+    try:
+        assert holder.stdout.readline().startswith("won")
+        assert cli.run(run.main, ["shapes", "--smoke", "--name", "busy", "--results", str(tmp_path)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"in use by process {holder.pid}" in err[0], err

@@ -476,7 +476,8 @@ def test_two_nodes_started_with_ray_start_as_the_readme_says(tmp_path, monkeypat
     trials = pd.read_csv(tmp_path / "shapes" / "c" / "trials.csv")
     info = json.loads((tmp_path / "shapes" / "c" / "run.json").read_text())
     assert info["hardware"]["nodes"] == 2 and len(trials) == 2 and trials["node"].nunique() == 2
-    assert (tmp_path / "shared" / "shapes-c").is_dir() and not (tmp_path / "shapes" / "c" / "tune").exists()
+    assert info["storage_folder"].startswith("shapes-c-")  # the run's own folder under --storage, unique
+    assert (tmp_path / "shared" / info["storage_folder"]).is_dir() and not (tmp_path / "shapes" / "c" / "tune").exists()
 
     # `ray start --head` left the (now stopped) cluster's address in /tmp/ray for ray.init() to join:
     # a local run (no --address) starts its own Ray all the same
