@@ -38,3 +38,17 @@ def atomic_write(dest: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(dest.parent)  # the rename itself on disk: after a power cut the new file, not the old or none
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a folder we may write but not open (rare): the rename stands, only not yet on disk
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (network ones) refuse fsync on a folder
+    finally:
+        os.close(fd)

@@ -30,7 +30,8 @@ from search.config import UserError
 LOCK = ".lock"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host (whoever owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -105,7 +106,7 @@ class RunLock:
         if host not in (None, socket.gethostname()):
             raise UserError(f"{self.run_dir} is in use by process {pid} on {host} (since {owner.get('started')}); "
                             f"if that run is gone, delete {self.path}")
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
             raise UserError(f"{self.run_dir} is in use by process {pid} (since {owner.get('started')}); "
                             f"wait for it to end, or pick another --name (if no run uses it, delete {self.path})")
         print(f"warning: taking over a stale lock of {self.run_dir} (process {pid} is gone)", file=sys.stderr)

@@ -53,7 +53,7 @@ from search.plan import (
 from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord, check_same_data
 from search.tables import best_trial
-from search.trial import trial_device
+from search.trial import clean_stale_checkpoints, trial_device
 from search.tuner import local_folder, run_search, storage_folder
 
 
@@ -156,6 +156,9 @@ def prepare(request: Request, hw: Hardware) -> RunContext:
                             "proposes configs without it: leave one out")
         prior, warm_lines = warm.earlier_trials(request.warm_start_from, exp, space, request.pinned,
                                                 plan.rank_metric or exp.objective, base, data.info)
+    stale = clean_stale_checkpoints()  # a kill -9's leftovers hold RAM in /dev/shm: gone before we measure space
+    if stale:
+        print(f"deleted {len(stale)} checkpoint folders killed runs left behind: {', '.join(map(str, stale))}")
     checkpoint_dir = tune_local_dir(run_dir, request.storage)
     if checkpoint_dir is not None:  # (the retrained models go to the run folder, counted with the checkpoints)
         check_free_space(checkpoint_dir, *disk_needed(exp, base, plan, scheduler, request.retrain), print)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from ray import tune
 
 from search import experiments, faults, tail_resources
 from search import storage as trial_storage
+from search.lock import process_alive
 from search.loop import Decoding, NonFiniteError, Split, changes_of, fit
 from search.protocol import CHANGES, ENDED_FILE, FINISHED, HISTORY_FILE, NODE
 
@@ -94,12 +96,42 @@ def read_state(path: Path, device: torch.device) -> dict | None:
 
 
 SHARED_MEMORY = Path("/dev/shm")
+# A checkpoint's temporary folder names its process, so that one a SIGKILL left behind (Ray never got to
+# delete it: up to 155 MB of RAM each, in /dev/shm) is told from a live trial's and cleaned at the next start.
+CHECKPOINT_PREFIX = "hpsearch-"
+STALE_AFTER_S = 600  # and is this old: a process id reused meanwhile, or another pid namespace, keeps it
+
+
+def _prefix() -> str:
+    return f"{CHECKPOINT_PREFIX}{os.getpid()}-"
+
+
+def clean_stale_checkpoints(now: float | None = None) -> list[Path]:
+    """Delete the checkpoint folders of dead processes of this host, in shared memory and the temp
+    folder; the ones deleted. (On a cluster each node's are cleaned when a run starts there.)"""
+    now = time.time() if now is None else now
+    gone = []
+    for parent in {SHARED_MEMORY, Path(tempfile.gettempdir())}:
+        try:
+            folders = list(parent.glob(f"{CHECKPOINT_PREFIX}*-*"))
+        except OSError:
+            continue
+        for folder in folders:
+            pid = folder.name[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
+            try:
+                old = now - folder.lstat().st_mtime > STALE_AFTER_S
+            except OSError:
+                continue
+            if pid.isdigit() and old and folder.is_dir() and not folder.is_symlink() and not process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder)
+    return gone
 
 
 def history_checkpoint(history: list[dict]) -> tempfile.TemporaryDirectory:
     """The checkpoint of a trial's last epoch: its history (search/tables.py reads it) and the ENDED
     mark, without the weights, which nothing reads once a trial ended."""
-    folder = tempfile.TemporaryDirectory(prefix="hpsearch-")
+    folder = tempfile.TemporaryDirectory(prefix=_prefix())
     _write_history(Path(folder.name), history)
     (Path(folder.name) / ENDED_FILE).write_text("")
     return folder
@@ -123,7 +155,7 @@ def written_checkpoint(make_state) -> tempfile.TemporaryDirectory:
 
 
 def _state_saved_in(parent: Path | None, make_state) -> tempfile.TemporaryDirectory:
-    folder = tempfile.TemporaryDirectory(dir=parent, prefix="hpsearch-")
+    folder = tempfile.TemporaryDirectory(dir=parent, prefix=_prefix())
     try:
         state = make_state(snapshot=False)
         torch.save(state, Path(folder.name) / STATE_FILE)  # serialised now: no copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -41,3 +42,15 @@ def test_other_os_errors_are_not_disguised_as_a_full_disk():
 
     with pytest.raises(PermissionError):
         cli.run(main, [])
+
+
+def test_atomic_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """A rename is on disk only once its folder is synced: without it a power cut may leave the old file
+    (or none) after the command said it wrote the new one."""
+    import stat as stat_mod
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(stat_mod.S_ISDIR(os.fstat(fd).st_mode)), real(fd)))
+    atomic_write(tmp_path / "a.json", lambda f: f.write(b"{}"))
+    assert synced == [False, True] and (tmp_path / "a.json").read_bytes() == b"{}"
