@@ -121,7 +121,11 @@ class RunRecord:
         path = Path(run_dir) / FILE
         if not path.is_file():
             raise UserError(f"{run_dir}: not a run directory (no {FILE}); give results/<experiment>/<name>")
-        return cls.from_dict(read_json(path))
+        try:
+            return cls.from_dict(read_json(path))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # cut, edited, or not ours
+            raise UserError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}); restore it, or delete "
+                            f"the run folder {Path(run_dir).name} by hand") from None
 
     def write(self, run_dir: Path) -> None:
         write_json(Path(run_dir) / FILE, self.to_dict())

@@ -27,10 +27,12 @@ from search.analyse import Run
 from search.config import UserError, format_config
 from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
 from search.io import read_json
+from search.lock import RunLock
 from search.loop import DECODED
 from search.markdown import md_table, shown
 from search.plan import cut_to_plan
 from search.plots import FIGURES
+from search.record import exists as is_run
 from search.stats import BASELINE, verdict_sentence
 
 SECTIONS = ("Verdict", "The study", "Best configurations", "Objective against each hyperparameter",
@@ -296,7 +298,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("run_dir", type=Path, help="a run, e.g. results/shapes/NAME")
     p.add_argument("--no-diagnostics", action="store_true", help="skip the section that reloads data and model")
     args = p.parse_args(argv)
-    print(f"report: {build(args.run_dir, diagnose=not args.no_diagnostics)}")
+    if not is_run(args.run_dir):
+        raise UserError(f"{args.run_dir}: not a run directory (no run.json); give results/<experiment>/<name>")
+    with RunLock(args.run_dir):  # not while its search or retraining writes it (and will write report.md)
+        path = build(args.run_dir, diagnose=not args.no_diagnostics)
+    print(f"report: {path}")
     return 0
 
 
