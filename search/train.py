@@ -33,12 +33,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="fetch the experiment's public data set first")
     p.add_argument("--source", help="which data source, for experiments with several (see search.run --list)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--epochs", type=int, help="shorthand for --set epochs=E")
-    p.add_argument("--seed", type=int, help="shorthand for --set seed=S")
-    p.add_argument("--subset", type=int, help="use only this many training images (smoke runs)")
+    p.add_argument("--epochs", type=cli.whole(1), help="shorthand for --set epochs=E")
+    p.add_argument("--seed", type=cli.SEED, help="shorthand for --set seed=S")
+    p.add_argument("--subset", type=cli.whole(1), help="use only this many training images (smoke runs)")
     p.add_argument("--out", type=Path, help="output folder (default results/train/EXPERIMENT/TIMESTAMP)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
+
+
+def check_writable(out: Path) -> None:
+    """The folder `out` will be made in accepts a file (probed in its nearest existing ancestor)."""
+    where = out
+    while not where.exists():
+        where = where.parent
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror} in {where}); choose another --out") from None
 
 
 def main(argv: list[str]) -> int:
@@ -51,12 +64,11 @@ def main(argv: list[str]) -> int:
             overrides[key] = str(getattr(args, key))
     config = resolve(experiment.defaults, overrides)
     experiment.check(config)
-    if args.subset is not None and args.subset < 1:
-        raise UserError(f"--subset {args.subset}: give a positive number of images")
     device = cli.pick_device(args.device)
     out = (args.out or Path("results/train") / experiment.name / time.strftime("%Y%m%d-%H%M%S")).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not an empty folder; choose another --out or remove it")
+    check_writable(out)  # now, not after the training
 
     data = experiment.load(DataOptions(args.data_dir, args.download, split_seed=0, source=args.source))
     if args.subset is not None:  # a quarter as many validation images: a smoke run's proportions

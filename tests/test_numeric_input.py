@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from search import cli, retrain, run
+from search import cli, retrain, run, train
 
 NOT_NUMBERS = ["nan", "inf", "-inf", "x"]
 RUN_FLAGS = {  # flag: values it must refuse besides NOT_NUMBERS
@@ -16,6 +16,7 @@ RUN_FLAGS = {  # flag: values it must refuse besides NOT_NUMBERS
 }
 RETRAIN_FLAGS = {"--top-k": ["0"], "--seeds": ["0"], "--epochs": ["0"], "--cpus-per-run": ["0", "-1"],
                  "--gpus-per-run": ["-1"]}
+TRAIN_FLAGS = {"--epochs": ["0", "-1"], "--seed": ["-1", str(2**32)], "--subset": ["0", "-5"]}
 
 
 def refused(main, argv, capsys) -> str:
@@ -42,3 +43,17 @@ def test_retrain_refuses_a_bad_number(tmp_path, flag, value, capsys):
 def test_values_at_the_edges_pass(flag, value):
     args = run.parser().parse_args(["shapes", flag, value])
     assert getattr(args, flag[2:].replace("-", "_")) == float(value)
+
+
+@pytest.mark.parametrize("flag, value", [(f, v) for f, bad in TRAIN_FLAGS.items() for v in [*bad, "nan", "1.5"]])
+def test_train_refuses_a_bad_number(tmp_path, flag, value, capsys):
+    out = tmp_path / "out"
+    assert flag in refused(train.main, ["shapes", f"{flag}={value}", "--out", str(out)], capsys)
+    assert not out.exists()
+
+
+def test_train_refuses_an_unwritable_out_before_it_trains(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    err = refused(train.main, ["shapes", "--epochs", "1", "--out", str(tmp_path / "file" / "out")], capsys)
+    assert "--out" in err and "cannot write" in err
