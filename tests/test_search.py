@@ -545,3 +545,20 @@ def test_tables_skip_a_trial_whose_params_are_being_written(tmp_path):
     (tmp_path / "run_trial_abc12_00001_x" / "params.json").write_text("")
     trials, history = collect(tmp_path, {"epochs": 2}, "val_acc", "max", schedulers.get("asha").stop_reason)
     assert trials.empty and history.empty
+
+
+@pytest.mark.slow
+def test_a_storage_search_killed_hard_twice_at_random_points_keeps_every_trial_once(tmp_path):
+    """benchmarks/driver_kills.py with 2 kills (seed 3: 1.9 s and 4.4 s after the plan is printed) of a
+    --storage search: every trial once, every epoch row once, a trial completed before a kill kept as it
+    was, the study as trials.csv. (The benchmark's 10-kill log: benchmarks/logs/.)"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("driver_kills", REPO / "benchmarks" / "driver_kills.py")
+    driver_kills = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver_kills)
+    out = driver_kills.kill_and_resume(tmp_path, kills=2, seed=3, storage=True, trials=4)
+    assert out["problems"] == []
+    assert [r["landed"] for r in out["kills"]] == [True, True]
+    assert json.loads((tmp_path / "shapes" / "k" / "run.json").read_text())["storage_folder"]
+    stored_study_matches_trials_csv(tmp_path / "shapes" / "k")
