@@ -1,10 +1,10 @@
 """The driver killed with SIGKILL at random points of one search, resumed after each kill: does the
 finished search hold every trial once, every epoch row once, and keep what had completed?
 
-    python benchmarks/driver_kills.py [--kills 10] [--seed 0] [--storage] [--trials 8] [--results DIR]
+    python benchmarks/driver_kills.py [--kills 10] [--seed 0] [--max-delay 20] [--storage] [--trials 8]
 
 Each round starts `python -m search.run shapes --smoke ...` (the first time) or `--resume` (after),
-waits until it prints its plan (Ray up, run.json written), then a seeded random 0-8 s more, and sends
+waits until it prints its plan (Ray up, run.json written), then a seeded random 0-20 s more (--max-delay), and sends
 SIGKILL: the kills land in Ray Tune's start, mid-epoch, in checkpoint and state writes, between
 trials. Once the kills are spent the search is resumed to its end. Prints one line per kill and
 the checks; exit 1 when a check fails.
@@ -45,8 +45,13 @@ def completed(run_dir: Path) -> pd.DataFrame:
     return trials[trials["status"] == "completed"][["trial_id", "epochs_run"]]
 
 
+def epoch_rows(run_dir: Path) -> int:
+    path = run_dir / "history.csv"
+    return len(pd.read_csv(path)) if path.exists() else 0
+
+
 def kill_and_resume(results: Path, kills: int, seed: int = 0, storage: bool = False, trials: int = 8,
-                    log=print) -> dict:
+                    max_delay_s: float = 8.0, log=print) -> dict:
     """Run the rounds; returns {"kills": [...], "problems": [...], "trials": DataFrame, "history": DataFrame}."""
     rng = random.Random(seed)
     run_dir = results / "shapes" / "k"
@@ -75,9 +80,9 @@ def kill_and_resume(results: Path, kills: int, seed: int = 0, storage: bool = Fa
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         planned.wait(timeout=300)
-        delay = rng.uniform(0, 8)
+        delay = rng.uniform(0, max_delay_s)
         time.sleep(delay)
-        seen = completed(run_dir)
+        seen, rows = completed(run_dir), epoch_rows(run_dir)
         finished = proc.poll() is not None
         proc.kill()
         proc.wait(timeout=60)
@@ -90,8 +95,9 @@ def kill_and_resume(results: Path, kills: int, seed: int = 0, storage: bool = Fa
                 problems.append(f"round {k + 1} exited {proc.returncode} before its kill: {out[-1500:]}")
             break
         done_then.update(dict(zip(seen["trial_id"], seen["epochs_run"], strict=True)))
-        rounds.append({"kill": k + 1, "after_s": round(delay, 2), "landed": True, "completed_before": len(seen)})
-        log(f"kill {k + 1}: {delay:.1f} s after its plan, {len(seen)} trials completed by then")
+        rounds.append({"kill": k + 1, "after_s": round(delay, 2), "landed": True, "completed_before": len(seen),
+                       "epoch_rows_before": rows})
+        log(f"kill {k + 1}: {delay:.1f} s after its plan, {len(seen)} trials completed and {rows} epoch rows by then")
     trials_df = pd.read_csv(run_dir / "trials.csv")
     history = pd.read_csv(run_dir / "history.csv")
     if len(trials_df) != trials:
@@ -115,16 +121,17 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--max-delay", type=float, default=20.0, help="kill up to this many seconds after the plan")
     p.add_argument("--storage", action="store_true", help="the trials' checkpoints in --storage, not the run folder")
     p.add_argument("--results", type=Path, default=None, help="default: a temporary folder")
     args = p.parse_args()
     results = args.results or Path(tempfile.mkdtemp(prefix="driver-kills-"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M')} commit {commit.stdout.strip()} {os.cpu_count()} CPUs; "
-          f"{args.kills} kills, seed {args.seed}, {args.trials} trials, "
+          f"{args.kills} kills up to {args.max_delay} s after the plan, seed {args.seed}, {args.trials} trials, "
           f"storage {args.storage}, results {results}", flush=True)
     start = time.monotonic()
-    out = kill_and_resume(results, args.kills, args.seed, args.storage, args.trials,
+    out = kill_and_resume(results, args.kills, args.seed, args.storage, args.trials, args.max_delay,
                           log=lambda line: print(line, flush=True))
     landed = sum(r["landed"] for r in out["kills"])
     t = out["trials"]
