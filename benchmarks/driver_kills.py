@@ -1,5 +1,6 @@
 """The driver killed with SIGKILL at random points of one search, resumed after each kill: does the
-finished search hold every trial once, every epoch row once, and keep what had completed?
+finished search hold every trial once, every epoch row once, keep what had completed, and leave no
+trial of its stored Optuna study running?
 
     python benchmarks/driver_kills.py [--kills 10] [--seed 0] [--max-delay 20] [--storage] [--trials 8]
 
@@ -48,6 +49,16 @@ def completed(run_dir: Path) -> pd.DataFrame:
 def epoch_rows(run_dir: Path) -> int:
     path = run_dir / "history.csv"
     return len(pd.read_csv(path)) if path.exists() else 0
+
+
+def study_states(run_dir: Path) -> dict[str, int]:
+    """How many trials of the run's stored study (optuna.load_study on its journal) are in each state."""
+    import optuna
+
+    from search.searcher import STUDY_NAME, journal
+
+    study = optuna.load_study(study_name=STUDY_NAME, storage=journal(run_dir / "optuna.journal"))
+    return pd.Series([t.state.name for t in study.trials]).value_counts().to_dict()
 
 
 def kill_and_resume(results: Path, kills: int, seed: int = 0, storage: bool = False, trials: int = 8,
@@ -108,12 +119,18 @@ def kill_and_resume(results: Path, kills: int, seed: int = 0, storage: bool = Fa
         problems.append(f"statuses {sorted(set(trials_df['status']))}: a trial failed or never ended")
     if history.duplicated(["trial_id", "epoch"]).any():
         problems.append("an epoch row twice in history.csv")
+    states = study_states(run_dir)
+    if states.get("RUNNING"):
+        problems.append(f"{states['RUNNING']} trials of the stored study still running after the search ended")
+    if states.get("COMPLETE", 0) != (trials_df["status"] == "completed").sum():
+        problems.append(f"{states.get('COMPLETE', 0)} complete trials in the stored study, "
+                        f"{(trials_df['status'] == 'completed').sum()} in trials.csv")
     now = trials_df.set_index("trial_id")
     for trial_id, epochs in done_then.items():
         if trial_id not in now.index or now.loc[trial_id, "status"] != "completed" \
                 or int(now.loc[trial_id, "epochs_run"]) != int(epochs):
             problems.append(f"trial {trial_id}, completed with {epochs} epochs before a kill, is not so now")
-    return {"kills": rounds, "problems": problems, "trials": trials_df, "history": history}
+    return {"kills": rounds, "problems": problems, "trials": trials_df, "history": history, "study": states}
 
 
 def main() -> int:
@@ -137,7 +154,7 @@ def main() -> int:
     t = out["trials"]
     print(f"{landed} kills landed; finished: {len(t)} trials ({(t['status'] == 'completed').sum()} completed, "
           f"{(t['status'] == 'stopped').sum()} stopped), {len(out['history'])} epoch rows, "
-          f"{time.monotonic() - start:.0f} s in all")
+          f"{time.monotonic() - start:.0f} s in all; stored study {out['study']}")
     print(json.dumps({"kills": out["kills"]}))
     for line in out["problems"]:
         print(f"PROBLEM: {line}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ def distribution(dim: Dim) -> optuna.distributions.BaseDistribution:
 # User attributes of the stored study's trials.
 RAY_TRIAL_ID = "ray_trial_id"  # links an Optuna trial to its row of trials.csv
 LOST = "lost"  # a trial asked for just before a hard kill, and never run
+STOPPED = "stopped"  # a trial still running when its search ended (a time budget): why it is PRUNED
+INTERRUPTED = "interrupted"  # when a trial's search was interrupted while it ran (--resume finishes it)
 FROM_RUN, FROM_TRIAL = "warm_start_from", "warm_start_trial_id"  # a trial told from an earlier run (search/warm.py)
 STUDY_NAME = "search"
 
@@ -66,6 +69,41 @@ def journal(path: Path) -> JournalStorage:
     if torn:
         print(f"warning: {torn}", file=sys.stderr)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def settle_running(path: Path, ended: bool, last: Mapping[str, tuple[int, float]] | None = None) -> int:
+    """Say in the stored study what became of the trials it still shows running once the search stopped,
+    for `optuna.load_study` and optuna-dashboard, which would show them running for ever.
+
+    An ended search's (a time budget ends trials without a completion callback; an asked trial may never
+    have started): PRUNED at their last epoch, or FAIL as lost when they never reported. `last`: each Ray
+    trial's last (epoch, ranked value) as trials.csv has them, told first where Optuna missed it, so a
+    stopped trial is ranked by the epoch it stopped at. An interrupted search's stay running, as they are
+    (`--resume` continues them and tells their results, or tells one the scheduler stopped just before
+    the interrupt), with when the search last stopped. Call with the run's lock held; returns how many."""
+    if not Path(path).is_file():
+        return 0
+    storage = journal(Path(path))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    for t in running:
+        if not ended:
+            storage.set_trial_user_attr(t._trial_id, INTERRUPTED, f"running when the search was interrupted at "
+                                                                  f"{when}; --resume settles it")
+            continue
+        epoch, value = (last or {}).get(t.user_attrs.get(RAY_TRIAL_ID), (None, None))
+        if isinstance(epoch, int) and epoch not in t.intermediate_values and math.isfinite(value):
+            storage.set_trial_intermediate_value(t._trial_id, epoch, value)
+        epochs = [*t.intermediate_values, *([epoch] if isinstance(epoch, int) else [])]
+        if epochs:
+            storage.set_trial_user_attr(t._trial_id, STOPPED, f"running when the search ended at {when}; "
+                                                              f"stopped after epoch {max(epochs)}")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.PRUNED)
+        else:
+            storage.set_trial_user_attr(t._trial_id, LOST, "asked for, but the search ended before it ran")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(running)
 
 
 def _step(result: Mapping[str, Any]) -> Any:

@@ -52,9 +52,10 @@ from search.plan import (
 )
 from search.protocol import STATUSES, chosen_decoding
 from search.record import RunRecord, check_same_data
+from search.searcher import settle_running
 from search.tables import best_trial
 from search.trial import clean_stale_checkpoints, trial_device
-from search.tuner import local_folder, run_search, storage_folder
+from search.tuner import STUDY_FILE, local_folder, run_search, storage_folder
 
 
 @dataclass
@@ -366,8 +367,21 @@ def search(ctx: RunContext) -> bool:
     # the record holds the earlier attempts' wall time too (prepare read it back on --resume)
     ctx.record.update(ctx.run_dir, search_wall_s=ctx.record.search_wall_s + time.monotonic() - t0,
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"), search_done=done)
+    settle_running(ctx.run_dir / STUDY_FILE, ended=done, last=last_epochs(ctx.run_dir / "trials.csv", plan))
     summarise(ctx)
     return done
+
+
+def last_epochs(trials_csv: Path, plan: Plan) -> dict[str, tuple[int, float]]:
+    """Each trial's last epoch and its ranked value, as trials.csv has them (none before a trial reports)."""
+    if not trials_csv.is_file():
+        return {}
+    trials = read_csv(trials_csv)
+    column = f"last_{plan.rank_metric}"
+    if column not in trials or "epochs_run" not in trials:
+        return {}
+    return {row.trial_id: (int(row.epochs_run), float(getattr(row, column)))
+            for row in trials.itertuples() if pd.notna(row.epochs_run) and pd.notna(getattr(row, column))}
 
 
 def reported_any(trials_csv: Path, objective: str) -> bool:
