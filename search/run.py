@@ -31,7 +31,7 @@ from search.io import write_csv
 from search.lock import LOCK, RunLock, check_free
 from search.markdown import md_table
 from search.plan import Hardware, local_hardware, make_plan
-from search.ray_session import check_reachable, ray_logs, ray_session
+from search.ray_session import check_auth, check_reachable, ray_logs, ray_session
 from search.tuner import local_folder, tune_location
 
 ROOT = Path("results")
@@ -227,6 +227,7 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = run_folder.run_dir(results, exp.name, name)
     check_free(run_dir)  # before the data loads: a run in use is refused in a second
+    check_auth(args.allow_unauthenticated)  # and Ray without its token authentication (ray_session again)
     check_target(run_dir, args)
     try:
         results.mkdir(parents=True, exist_ok=True)
