@@ -338,23 +338,8 @@ def resumed_without_repeating(tmp_path, before: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill-9"])
-def test_interrupt_then_resume_finishes_without_repeating(tmp_path, stop):
-    _, before = interrupted_search(tmp_path, stop)
-    if stop == signal.SIGTERM:
-        # the trial cut mid-way stays running in the stored study (a resume tells its result), saying when
-        import optuna
-
-        from search.searcher import INTERRUPTED, RAY_TRIAL_ID, STUDY_NAME, journal
-        study = optuna.load_study(study_name=STUDY_NAME, storage=journal(tmp_path / "shapes" / "r" / STUDY_FILE))
-        # (and one ASHA stopped just before the stop may not have been told yet: the resume settles it)
-        status = dict(zip(before["trial_id"], before["status"], strict=True))  # not yet reported: not there
-        for t in study.trials:
-            running = t.state.name == "RUNNING"
-            assert running or status[t.user_attrs[RAY_TRIAL_ID]] != "running"
-            assert ("interrupted at" in t.user_attrs.get(INTERRUPTED, "")) == running
-        assert any(t.state.name == "RUNNING" for t in study.trials)  # one trial at a time: the next had begun
-        return  # from here SIGTERM takes the Ctrl-C path: resuming is the same as after Ctrl-C
+def test_kill_9_then_resume_from_a_moved_copy_finishes_without_repeating(tmp_path):
+    _, before = interrupted_search(tmp_path, signal.SIGKILL)
     # Resumed from a copy in another results folder, as after moving the run: the copy's own study takes the
     # trials left (Ray's pickled searcher names the first folder's journal), the first folder stays as it was.
     first = tmp_path / "shapes" / "r"
@@ -377,11 +362,24 @@ def cut_rays_saved_state_short(tune_dir):
 @pytest.mark.slow
 def test_ctrl_c_then_a_resume_with_rays_saved_state_cut_short_is_refused_without_its_copy_and_takes_it_with(
         tmp_path, capsys):
-    """One search stopped by Ctrl-C (exit 130, naming --resume), its saved state then cut short as a kill
-    during Ray's copy leaves it. Without the staging copy, --resume says so in one line and runs nothing;
-    with it, --resume takes the whole state from there and finishes without repeating a trial. (One
-    interrupted search for the three cases: each costs a search otherwise.)"""
-    _, before = interrupted_search(tmp_path, signal.SIGINT)
+    """One search stopped by `kill` (SIGTERM, which takes the Ctrl-C path: exit 130, naming --resume; the
+    trial it cut still running in the stored study, saying when; test_pbt.py sends a real SIGINT), its
+    saved state then cut short as a kill during Ray's copy leaves it. Without the staging copy, --resume
+    says so in one line and runs nothing; with it, --resume takes the whole state from there and finishes
+    without repeating a trial. (One interrupted search for these cases: each costs a search otherwise.)"""
+    _, before = interrupted_search(tmp_path, signal.SIGTERM)  # as Ctrl-C: routed to Ray Tune's SIGINT handler
+    # the trial cut mid-way stays running in the stored study (a resume tells its result), saying when
+    import optuna
+
+    from search.searcher import INTERRUPTED, RAY_TRIAL_ID, STUDY_NAME, journal
+    study = optuna.load_study(study_name=STUDY_NAME, storage=journal(tmp_path / "shapes" / "r" / STUDY_FILE))
+    # (and one ASHA stopped just before the stop may not have been told yet: the resume settles it)
+    status = dict(zip(before["trial_id"], before["status"], strict=True))  # not yet reported: not there
+    for t in study.trials:
+        running = t.state.name == "RUNNING"
+        assert running or status[t.user_attrs[RAY_TRIAL_ID]] != "running"
+        assert ("interrupted at" in t.user_attrs.get(INTERRUPTED, "")) == running
+    assert any(t.state.name == "RUNNING" for t in study.trials)  # one trial at a time: the next had begun
     run_dir = tmp_path / "shapes" / "r"
     tune_dir = run_dir / "tune"
     cut_rays_saved_state_short(tune_dir)
@@ -428,6 +426,7 @@ def test_a_search_ended_by_its_time_budget_is_done_with_its_cut_trials_stopped(t
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("network")  # see tests/test_security.py
 def test_two_node_cluster_via_address_survives_losing_the_worker_node_mid_trial(tmp_path, monkeypatch):
     """Two nodes of one CPU (a head and a worker, each its own raylet, as `ray start` makes them), a search
     through --address and --storage: one trial on each node. Once both have reported, the worker node is
@@ -494,6 +493,7 @@ def test_two_node_cluster_via_address_survives_losing_the_worker_node_mid_trial(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("network")  # see tests/test_security.py
 def test_two_nodes_started_with_ray_start_as_the_readme_says(tmp_path, monkeypatch):
     """The README's cluster recipe on 127.0.0.1: a head and a worker started by `ray start` with token
     authentication (the token in RAY_AUTH_TOKEN), then a smoke search through --address and --storage
