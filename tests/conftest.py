@@ -21,17 +21,53 @@ DEFAULT_ZIP = REPO.parent / "shared" / "data" / "gsn" / "data_gsn.zip"
 RAY_RUN_FIXTURES = {"smoke_run", "smoke_run_story", "finished_run", "settings_run", "digits_run"}
 
 
+# The suite runs on two pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process). A shared
+# run is built once per worker that needs it, so the tests of one run go to one worker together
+# (`--dist loadgroup`), in this order of preference where a test uses several.
+SHARED_RUNS = ("smoke_run_story", "smoke_run", "finished_run", "settings_run", "digits_run", "pbt_run")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
-        if RAY_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if RAY_RUN_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
+        shared = next((name for name in SHARED_RUNS if name in used), None)
+        if shared and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(shared))
+
+
+def pytest_configure(config):
+    """Ray writes ~/.ray/auth_token the first time a local Ray starts without one. Two workers doing so
+    at once can each start a Ray with its own token while the file keeps the other's, and that Ray's
+    workers, reading the file, are then refused: make the token once, before the workers start."""
+    if hasattr(config, "workerinput") or os.environ.get("RAY_AUTH_TOKEN"):
+        return  # an xdist worker (the controller made it), or a token given in the environment
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            _get_default_token_path,
+            generate_and_save_token,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    if not _get_default_token_path().is_file():
+        generate_and_save_token()
 
 
 @pytest.fixture(autouse=True)
-def _per_test_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty cache: nothing depends on (or writes to) ~/.cache. It goes after
-    the test (a generated data set is 48 MB; 560 of them filled 1.4 GB)."""
+def _per_test_cache(request, tmp_path_factory, monkeypatch):
+    """Every test gets its own cache: nothing depends on (or writes to) ~/.cache. It goes after the test
+    (a generated data set is 48 MB; 560 of them filled 1.4 GB). A fast test's starts empty; a slow
+    test's (it runs searches on the default data) holds the generated data set, linked from the
+    session's `generated_cache`: generating it costs about 10 s, which 40 slow tests paid each."""
     cache = tmp_path_factory.mktemp("cache")
+    if request.node.get_closest_marker("slow"):
+        for entry in request.getfixturevalue("generated_cache").iterdir():  # its folder and decoded tensors
+            if entry.is_dir():
+                (cache / entry.name).symlink_to(entry, target_is_directory=True)
+            else:
+                os.link(entry, cache / entry.name)
     monkeypatch.setenv("VISION_HPSEARCH_CACHE", str(cache))
     yield
     shutil.rmtree(cache, ignore_errors=True)

@@ -13,6 +13,10 @@ import pytest
 from search import ray_session, run
 from search.plan import Hardware
 
+# Tests that read every listening socket of the machine, or start nodes that listen: never two at once
+# (pytest-xdist runs the suite on two workers; the cluster tests of test_search.py share this group).
+pytestmark = pytest.mark.xdist_group("network")
+
 DASHBOARD_PORT = 8265  # Ray's default
 
 
