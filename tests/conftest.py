@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import io
@@ -22,20 +23,55 @@ RAY_RUN_FIXTURES = {"smoke_run", "smoke_run_story", "finished_run", "settings_ru
 
 
 # The suite runs on two pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process). A shared
-# run is built once per worker that needs it, so the tests of one run go to one worker together
-# (`--dist loadgroup`), in this order of preference where a test uses several.
+# run is built once per worker that needs it, so the tests of one run go to one worker together; where a
+# test uses several, the first of these names its group.
 SHARED_RUNS = ("smoke_run_story", "smoke_run", "finished_run", "settings_run", "digits_run", "pbt_run")
+NETWORK = "network"  # tests that read every listening socket or start cluster nodes: never two at once
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    for item in items:
-        used = set(getattr(item, "fixturenames", ()))
-        if RAY_RUN_FIXTURES & used:
-            item.add_marker(pytest.mark.slow)
-        shared = next((name for name in SHARED_RUNS if name in used), None)
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(shared))
+def pytest_itemcollected(item):
+    if RAY_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.slow)
+
+
+def test_groups(folder: Path = REPO / "tests") -> dict[str, str]:
+    """{test nodeid without parameters: group}, read from the test files' source: the shared run a test
+    takes (directly or through a fixture of its file), or NETWORK for an xdist_group("network") mark.
+    xdist's own `--dist loadgroup` reads marks through an attribute pytest 9 no longer has (every
+    group came apart: each shared run was built on both workers), so the scheduler below groups."""
+    groups = {}
+    for path in sorted(folder.glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        marks_all = NETWORK if f'xdist_group("{NETWORK}")' in path.read_text().split("\ndef ", 1)[0] else None
+        takes = {f.name: {a.arg for a in f.args.args} for f in functions}
+        shared = set(SHARED_RUNS)
+        for _ in range(3):  # fixtures of the file that take a shared run are shared too
+            shared |= {name for name, args in takes.items() if not name.startswith("test_") and args & shared}
+        for f in functions:
+            if not f.name.startswith("test_"):
+                continue
+            marked = any(f'xdist_group("{NETWORK}")' in ast.unparse(d) for d in f.decorator_list)
+            run = next((r for r in SHARED_RUNS if r in takes[f.name]), None)
+            local = next((a for a in sorted(takes[f.name] & shared)), None)
+            group = NETWORK if marked or marks_all else run or (f"{path.name}:{local}" if local else None)
+            if group:
+                groups[f"tests/{path.name}::{f.name}"] = group
+    return groups
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = test_groups()
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        """Each group's tests on one worker; every other test is its own unit, as `--dist load` sends them."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return groups.get(nodeid.split("[", 1)[0], nodeid)
+
+    return SharedRunScheduling(config, log)
 
 
 def pytest_configure(config):
