@@ -34,16 +34,25 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.slow)
 
 
-def test_groups(folder: Path = REPO / "tests") -> dict[str, str]:
-    """{test nodeid without parameters: group}, read from the test files' source: the shared run a test
-    takes (directly or through a fixture of its file), or NETWORK for an xdist_group("network") mark.
-    xdist's own `--dist loadgroup` reads marks through an attribute pytest 9 no longer has (every
-    group came apart: each shared run was built on both workers), so the scheduler below groups."""
+def _xdist_group(node: ast.expr) -> str | None:
+    """The name in a `pytest.mark.xdist_group("name")` expression, else None."""
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "xdist_group" and node.args \
+            and isinstance(node.args[0], ast.Constant):
+        return str(node.args[0].value)
+    return None
+
+
+def xdist_groups(folder: Path = REPO / "tests") -> dict[str, str]:
+    """{test nodeid without parameters: group}, read from the test files' source: an xdist_group mark
+    (the test's, or its file's `pytestmark`), else the shared run a test takes (directly or through a
+    fixture of its file). xdist's own `--dist loadgroup` reads marks through an attribute pytest 9 no
+    longer has (measured: each shared run was built on both workers), so the scheduler below groups."""
     groups = {}
     for path in sorted(folder.glob("test_*.py")):
         tree = ast.parse(path.read_text())
         functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-        marks_all = NETWORK if f'xdist_group("{NETWORK}")' in path.read_text().split("\ndef ", 1)[0] else None
+        marks_all = next((_xdist_group(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                          and any(getattr(t, "id", None) == "pytestmark" for t in n.targets)), None)
         takes = {f.name: {a.arg for a in f.args.args} for f in functions}
         shared = set(SHARED_RUNS)
         for _ in range(3):  # fixtures of the file that take a shared run are shared too
@@ -51,10 +60,10 @@ def test_groups(folder: Path = REPO / "tests") -> dict[str, str]:
         for f in functions:
             if not f.name.startswith("test_"):
                 continue
-            marked = any(f'xdist_group("{NETWORK}")' in ast.unparse(d) for d in f.decorator_list)
+            marked = next((g for g in map(_xdist_group, f.decorator_list) if g), None)
             run = next((r for r in SHARED_RUNS if r in takes[f.name]), None)
-            local = next((a for a in sorted(takes[f.name] & shared)), None)
-            group = NETWORK if marked or marks_all else run or (f"{path.name}:{local}" if local else None)
+            local = min(takes[f.name] & shared, default=None)
+            group = marked or marks_all or run or (f"{path.name}:{local}" if local else None)
             if group:
                 groups[f"tests/{path.name}::{f.name}"] = group
     return groups
@@ -63,7 +72,7 @@ def test_groups(folder: Path = REPO / "tests") -> dict[str, str]:
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
-    groups = test_groups()
+    groups = xdist_groups()
 
     class SharedRunScheduling(LoadScopeScheduling):
         """Each group's tests on one worker; every other test is its own unit, as `--dist load` sends them."""
