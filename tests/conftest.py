@@ -17,20 +17,19 @@ from datasets.shapes_generator import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "gsn" / "data_gsn.zip"
-# Fixtures that start Ray and run a whole search: every test using one is slow (`pytest -m "not slow"`
-# leaves them out). Tests that start Ray themselves carry @pytest.mark.slow.
-RAY_RUN_FIXTURES = {"smoke_run", "smoke_run_story", "finished_run", "settings_run", "digits_run"}
-
-
+# Fixtures that start Ray and run a whole search, shared by the tests that read it: every test using one is
+# slow (`pytest -m "not slow"` leaves them out; tests that start Ray themselves carry @pytest.mark.slow).
 # The suite runs on two pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process). A shared
 # run is built once per worker that needs it, so the tests of one run go to one worker together; where a
 # test uses several, the first of these names its group.
 SHARED_RUNS = ("smoke_run_story", "smoke_run", "finished_run", "settings_run", "digits_run", "pbt_run")
+
+
 NETWORK = "network"  # tests that read every listening socket or start cluster nodes: never two at once
 
 
 def pytest_itemcollected(item):
-    if RAY_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+    if set(SHARED_RUNS) & set(getattr(item, "fixturenames", ())):
         item.add_marker(pytest.mark.slow)
 
 
