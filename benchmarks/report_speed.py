@@ -136,7 +136,8 @@ def write_run(run_dir: Path, n: int, max_epochs: int) -> None:
             "--seeds", str(SEEDS), "--name", run_dir.name]
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.parser().parse_args(argv)).items()}
     plan = make_plan(exp, Hardware(cpus=2.0, gpus=0), trials=n, max_epochs=max_epochs, time_budget_min=None,
-                     concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False, top_k=TOP_K, seeds=SEEDS)
+                     concurrency=None, cpus_per_trial=None, gpus_per_trial=None, smoke=False,
+                     retrain_top_k=TOP_K, retrain_seeds=SEEDS)
     base = {**exp.defaults, "epochs": max_epochs, "seed": 0}
     info = {"experiment": "shapes", "name": run_dir.name, "argv": argv, "command": "python -m search.run " +
             " ".join(argv), "options": options, "plan": plan.as_dict(),

@@ -169,7 +169,8 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class Budget:
-    """Default search budget for one kind of hardware."""
+    """Default search budget for one kind of hardware: every number a run's plan starts from. The command
+    line's overrides replace fields of it (search/plan.py KNOBS), then the plan sizes it to the hardware."""
 
     trials: int
     max_epochs: int
@@ -206,6 +207,14 @@ class Budget:
     # The baseline's variants (Experiment.warm_variants) are tried after it before TPE proposes; False: the
     # baseline alone, where a budget's measurements show its variants never win (each costs a whole trial).
     warm_variants: bool = True
+    # Early stopping keeps 1/reduction_factor of the trials at each rung (None: 2 on a CPU, 3 on a GPU).
+    reduction_factor: int | None = None
+    # Resources: trials at once (None: as many as fit), CPUs and GPU share per trial (None: the
+    # hardware's: 1 CPU; 1/8 GPU), and retries of a crashed trial, each from its last checkpoint.
+    concurrency: int | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_failures: int = 2
 
 
 @dataclass(frozen=True)

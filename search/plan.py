@@ -6,12 +6,17 @@ or retrained run reads it back instead of deciding again."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 
+from search import cli
 from search.config import UserError
 from search.experiment import Budget, Data, Experiment
 
@@ -136,85 +141,131 @@ def cut_to_plan(data: Data, plan: Plan) -> Data:
                         test=plan.test_subset)
 
 
-def make_plan(exp: Experiment, hw: Hardware, *, trials: int | None, max_epochs: int | None,
-              time_budget_min: float | None, concurrency: int | None, cpus_per_trial: float | None,
-              gpus_per_trial: float | None, smoke: bool, top_k: int | None = None,
-              seeds: int | None = None, max_failures: int = 2, scheduler: str | None = None,
-              retrain_epochs: int | None = None, rank_on: str | None = None, full_space: bool = False,
-              grace_epochs: int | None = None, budget_name: str | None = None,
-              retrain_minutes: float | None = None, choose_decoding: bool | None = None) -> Plan:
-    for name, value in (("--trials", trials), ("--max-epochs", max_epochs), ("--concurrency", concurrency),
-                        ("--top-k", top_k), ("--seeds", seeds), ("--retrain-epochs", retrain_epochs),
-                        ("--grace-epochs", grace_epochs)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} {value}: give a whole number of at least 1")
-    for name, value in (("--time-budget", time_budget_min), ("--cpus-per-trial", cpus_per_trial),
-                        ("--retrain-minutes", retrain_minutes)):
-        if value is not None and value <= 0:
-            raise UserError(f"{name} {value}: give a positive number")
-    if max_failures < 0:
-        raise UserError(f"--max-failures {max_failures}: give 0 (no retry) or more")
-    if gpus_per_trial is not None and gpus_per_trial < 0:
-        raise UserError(f"--gpus-per-trial {gpus_per_trial}: give 0 or a positive fraction like 0.25")
+@dataclass(frozen=True)
+class Knob:
+    """A number of the budget that the command line (or a caller of make_plan) may set: a field of
+    search.experiment.Budget, its flag, and what it accepts (`parse`, an argparse type of search/cli.py)."""
+
+    name: str
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = "N"
+
+
+# Every budget knob a run can be given, in --help's order. A new knob: a Budget field (its default) and a
+# line here; make_plan applies it to the budget, and run.py's parser offers it. (--scheduler, whose choices
+# are search/schedulers.py's, is written out in run.py but goes into the overrides the same way.)
+KNOBS = (
+    Knob("trials", "--trials", cli.whole(1), "number of trials (default: sized to the hardware)"),
+    Knob("max_epochs", "--max-epochs", cli.whole(1), "epochs of a trial that is never stopped early"),
+    Knob("time_budget_min", "--time-budget", cli.number(), "end the search this long after it starts: trials "
+         "still running stop there, as 'stopped (time budget)' (default: the budget's, if it has one)", "MINUTES"),
+    Knob("grace_epochs", "--grace-epochs", cli.whole(1), "the scheduler's first decision: the first rung of early "
+         "stopping, the interval of PBT's perturbations (default: the budget's)"),
+    Knob("reduction_factor", "--reduction-factor", cli.whole(2), "early stopping keeps 1/N of the trials at each "
+         "rung (default 2 on a CPU, 3 on a GPU)", "N"),
+    Knob("concurrency", "--concurrency", cli.whole(1), "trials at once (default: as many as resources allow)"),
+    Knob("cpus_per_trial", "--cpus-per-trial", cli.number(), "CPUs (torch threads) per trial (default 1 on CPU)"),
+    Knob("gpus_per_trial", "--gpus-per-trial", cli.number(zero=True),
+         "GPU share per trial, fractions allowed (default 0.125: 8 trials per GPU)", "SHARE"),
+    Knob("retrain_top_k", "--top-k", cli.whole(1),
+         "best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)"),
+    Knob("retrain_seeds", "--seeds", cli.whole(1), "fresh seeds per retrained config (default 2 on CPU, 3 on GPU)"),
+    Knob("retrain_epochs", "--retrain-epochs", cli.whole(1), "epochs of each retrain run (default: the experiment's "
+         "budget, else --max-epochs); schedules stretch to it"),
+    Knob("retrain_minutes", "--retrain-minutes", cli.number(), "cut the retrain epochs so that retraining ends within "
+         "this many minutes, at the speed the search's epochs ran (default: the budget's, e.g. shapes --budget "
+         "90min)", "MINUTES"),
+    Knob("max_failures", "--max-failures", cli.whole(0), "retries of a crashed trial, each from its last "
+         "checkpoint (default 2)"),
+)
+OVERRIDABLE = {k.name for k in KNOBS} | {"scheduler", "rank_on", "choose_decoding"}
+# What --smoke runs: the machinery at its smallest, early stopping included (the registry's default
+# scheduler), with none of a budget's space, minutes or extras; the hardware's retraining shape.
+SMOKE = Budget(trials=4, max_epochs=2, grace_epochs=1)
+
+
+def checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides given (None: not given), each checked as its flag checks it: a caller of make_plan
+    gets the command line's one-line error, and an unknown name is refused."""
+    unknown = sorted(overrides.keys() - OVERRIDABLE)
+    if unknown:
+        raise TypeError(f"make_plan: unknown budget knob(s) {unknown}; known: {sorted(OVERRIDABLE)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for knob in KNOBS:
+        if knob.name in given:
+            try:
+                knob.parse(str(given[knob.name]))
+            except argparse.ArgumentTypeError as e:
+                raise UserError(f"{knob.flag} {e}") from None
+    return given
+
+
+def make_plan(exp: Experiment, hw: Hardware, *, smoke: bool = False, budget_name: str | None = None,
+              full_space: bool = False, **overrides: Any) -> Plan:
+    """The plan: the experiment's budget for `hw` (or the one named, or SMOKE), the overrides applied to it
+    with dataclasses.replace, then sized to the hardware: resources per trial, trials at once, data cut."""
+    given = checked_overrides(overrides)
+    if given.get("choose_decoding") and exp.decoding is None:
+        raise UserError(f"--choose-decoding: {exp.name} declares no decoding keys (ways to read a trained model); "
+                        "drop the option")
+    budget = exp.budget(budget_name, hw.gpus)
+    if smoke:
+        budget = dataclasses.replace(SMOKE, retrain_top_k=budget.retrain_top_k, retrain_seeds=budget.retrain_seeds,
+                                     rank_on=budget.rank_on)
+    budget = dataclasses.replace(budget, **given)
+    gpus_per_trial = budget.gpus_per_trial
     if gpus_per_trial and gpus_per_trial > hw.gpus:
         raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: only {hw.gpus:g} GPUs found; "
                         "use a smaller share or --gpus-per-trial 0")
-
-    budget = exp.budget(budget_name, hw.gpus)
     gpt = (GPU_SHARE if hw.gpus else 0.0) if gpus_per_trial is None else gpus_per_trial
     if gpt > 0:
         slots = math.floor(hw.gpus / gpt + 1e-9)
         per_gpu = hw.cpus_per_gpu or hw.cpus / hw.gpus  # a GPU trial's CPUs come from its GPU's node
-        cpt = cpus_per_trial or max(1.0, math.floor(per_gpu * gpt + 1e-9))
+        cpt = budget.cpus_per_trial or max(1.0, math.floor(per_gpu * gpt + 1e-9))
         largest = hw.gpu_node_cpus or hw.cpus
         if cpt > largest + 1e-9:
             raise UserError(f"--cpus-per-trial {cpt:g}: no GPU node has that many CPUs (the largest has "
                             f"{largest:g}), so no trial would ever start; ask for at most {math.floor(largest):g}")
     else:
-        cpt = cpus_per_trial or 1.0  # small models: one thread per trial beats threads per trial
+        cpt = budget.cpus_per_trial or 1.0  # small models: one thread per trial beats threads per trial
         slots = max(1, math.floor(hw.cpus / cpt + 1e-9))
     if cpt > hw.cpus:
         raise UserError(f"--cpus-per-trial {cpt:g}: only {hw.cpus:g} CPUs found")
     plan = Plan(
-        trials=trials or (4 if smoke else budget.trials),
-        max_epochs=max_epochs or (2 if smoke else budget.max_epochs),
-        grace_epochs=grace_epochs or (1 if smoke else budget.grace_epochs),
-        reduction_factor=2 if (smoke or not hw.gpus) else 3,
-        concurrency=min(concurrency or slots, slots),
+        trials=budget.trials, max_epochs=budget.max_epochs, grace_epochs=min(budget.grace_epochs, budget.max_epochs),
+        reduction_factor=budget.reduction_factor or (2 if (smoke or not hw.gpus) else 3),
+        concurrency=min(budget.concurrency or slots, slots),
         cpus_per_trial=cpt, gpus_per_trial=gpt,
         subset=SMOKE_SUBSET if smoke else (None if hw.gpus or budget.full_split else CPU_SEARCH_SUBSET),
-        # a smoke run exercises the machinery, early stopping included: the registry's default scheduler
-        time_budget_min=time_budget_min or (None if smoke else budget.time_budget_min),
-        scheduler=scheduler or (Budget.scheduler if smoke else budget.scheduler),
+        time_budget_min=budget.time_budget_min, scheduler=budget.scheduler,
         val_subset=SMOKE_SUBSET if smoke else None,
         # On a CPU the default run must stay within ~20 minutes: one tuned config and two seeds.
-        retrain_top_k=top_k or budget.retrain_top_k or (3 if hw.gpus else 1),
-        retrain_seeds=seeds or budget.retrain_seeds or (3 if hw.gpus else 2),
+        retrain_top_k=budget.retrain_top_k or (3 if hw.gpus else 1),
+        retrain_seeds=budget.retrain_seeds or (3 if hw.gpus else 2),
         retrain_subset=SMOKE_SUBSET if smoke else None, test_subset=SMOKE_SUBSET if smoke else None,
-        max_failures=max_failures, budget=budget_name, warm_variants=smoke or budget.warm_variants,
+        max_failures=budget.max_failures, budget=budget_name, warm_variants=budget.warm_variants,
     )
-    plan.grace_epochs = min(plan.grace_epochs, plan.max_epochs)
     plan.grow_tail = not gpt and hw.nodes == 1 and plan.concurrency > 1
     # Retraining trains longer than a trial where the budget says so: the verdict needs trained models,
     # and each schedule stretches to the retrain horizon (it is keyed to config["epochs"]).
-    plan.retrain_epochs = retrain_epochs or (plan.max_epochs if smoke else budget.retrain_epochs or plan.max_epochs)
+    plan.retrain_epochs = budget.retrain_epochs or plan.max_epochs
     # Epochs given on the command line are trained as given, unless minutes are given too.
-    plan.retrain_minutes = retrain_minutes or (None if smoke or retrain_epochs else budget.retrain_minutes)
+    plan.retrain_minutes = None if "retrain_epochs" in given and "retrain_minutes" not in given \
+        else budget.retrain_minutes
     # Minutes typed for either part, or epochs typed for the retraining, are kept as typed: no total to split.
-    typed = time_budget_min or retrain_minutes or retrain_epochs
-    plan.total_min = None if smoke or typed else budget.total_minutes
-    plan.why = "" if scheduler or smoke else budget.why
-    plan.searched = None if full_space or smoke or budget.searched is None else list(budget.searched)
+    plan.total_min = None if given.keys() & {"time_budget_min", "retrain_minutes", "retrain_epochs"} \
+        else budget.total_minutes
+    plan.why = "" if "scheduler" in given else budget.why
+    plan.searched = None if full_space or budget.searched is None else list(budget.searched)
     searched = plan.searched if plan.searched is not None else list(exp.space)
-    plan.tuned_with = {} if smoke else {k: v for k, v in budget.tuned_with.items() if k not in searched}
+    plan.tuned_with = {k: v for k, v in budget.tuned_with.items() if k not in searched}
     plan.ranges = {} if plan.searched is None else {k: list(v) for k, v in budget.ranges.items() if k in searched}
-    if choose_decoding and exp.decoding is None:
-        raise UserError(f"--choose-decoding: {exp.name} declares no decoding keys (ways to read a trained model); "
-                        "drop the option")
-    plan.choose_decoding = bool(choose_decoding or (budget.choose_decoding and not smoke and exp.decoding))
+    plan.choose_decoding = bool(budget.choose_decoding and exp.decoding)
     if plan.choose_decoding:  # chosen per trial after training: searching them too would only spend trials
         plan.searched = [k for k in searched if k not in exp.decoding.keys]
-    smooth = exp.rank_metric if (rank_on or budget.rank_on) == "smooth" else None
+    smooth = exp.rank_metric if budget.rank_on == "smooth" else None
     plan.rank_metric, plan.rank_mode = smooth if smooth else (exp.objective, exp.mode)
     return plan
 

@@ -30,7 +30,7 @@ from search.experiment import DataOptions, Experiment
 from search.io import write_csv
 from search.lock import LOCK, RunLock, check_free
 from search.markdown import md_table
-from search.plan import Hardware, local_hardware, make_plan
+from search.plan import KNOBS, OVERRIDABLE, Hardware, local_hardware, make_plan
 from search.ray_session import check_auth, check_reachable, ray_logs, ray_session
 from search.tuner import local_folder, tune_location
 
@@ -47,31 +47,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a parameter (removes it from the search space), e.g. --set setting=cls")
     p.add_argument("--seed", type=cli.SEED, default=0, help="seeds the sampler, the data split and every trial")
-    p.add_argument("--trials", type=cli.whole(1), help="number of trials (default: sized to the hardware)")
     p.add_argument("--budget", metavar="NAME", help="a named budget of the experiment instead of the hardware's "
                    "(see --list), e.g. shapes --budget 90min")
-    p.add_argument("--max-epochs", type=cli.whole(1), help="epochs of a trial that is never stopped early")
-    p.add_argument("--time-budget", type=cli.number(), metavar="MINUTES",
-                   help="end the search this long after it starts: trials still running stop there, as "
-                   "'stopped (time budget)' (default: the budget's, if it has one)")
+    for knob in KNOBS:  # the budget's knobs (search/plan.py); each overrides a field of the experiment's budget
+        p.add_argument(knob.flag, dest=knob.name, type=knob.parse, metavar=knob.metavar, help=knob.help)
     p.add_argument("--scheduler", choices=schedulers.names(),
                    help=f"trial scheduler: {'; '.join(f'{n}: {schedulers.get(n).summary}' for n in schedulers.names())}"
                    " (default: the experiment's budget for the hardware found, see the plan line)")
-    p.add_argument("--grace-epochs", type=cli.whole(1), help="the scheduler's first decision: the first rung of early "
-                   "stopping, the interval of PBT's perturbations (default: the budget's)")
-    p.add_argument("--concurrency", type=cli.whole(1), help="trials at once (default: as many as resources allow)")
-    p.add_argument("--cpus-per-trial", type=cli.number(), help="CPUs (torch threads) per trial (default 1 on CPU)")
-    p.add_argument("--gpus-per-trial", type=cli.number(zero=True),
-                   help="GPU share per trial, fractions allowed (default 0.125: 8 trials per GPU)")
     p.add_argument("--smoke", action="store_true", help="tiny search: 256 images of each split, 4 trials, 2 epochs")
-    p.add_argument("--top-k", type=cli.whole(1),
-                   help="best configs to retrain on fresh seeds (default 1 on CPU, 3 on GPU)")
-    p.add_argument("--seeds", type=cli.whole(1), help="fresh seeds per retrained config (default 2 on CPU, 3 on GPU)")
-    p.add_argument("--retrain-epochs", type=cli.whole(1), help="epochs of each retrain run (default: the experiment's "
-                   "budget, else --max-epochs); schedules stretch to it")
-    p.add_argument("--retrain-minutes", type=cli.number(), metavar="MINUTES",
-                   help="cut the retrain epochs so that retraining ends within this many minutes, at the speed "
-                   "the search's epochs ran (default: the budget's, e.g. shapes --budget 90min)")
     p.add_argument("--rank-on", choices=("smooth", "objective"),
                    help="what the scheduler and TPE rank trials on: the experiment's smoother metric where it "
                    "declares one, or the objective (default: the budget's, smooth unless the budget says)")
@@ -81,8 +64,6 @@ def parser() -> argparse.ArgumentParser:
                    "e.g. --budget 90min)")
     p.add_argument("--full-space", action="store_true",
                    help="search every parameter, not only those the hardware's budget searches (see --list)")
-    p.add_argument("--max-failures", type=cli.whole(0), default=2,
-                   help="retries of a crashed trial, each from its last checkpoint (default 2)")
     p.add_argument("--warm-start-from", nargs="+", default=[], metavar="RUN_DIR",
                    help="tell Optuna the finished trials of earlier runs of this experiment that fit this space")
     p.add_argument("--no-retrain", action="store_true", help="stop after the search")
@@ -255,13 +236,8 @@ def checked_request(exp: Experiment, args: argparse.Namespace, argv: list[str]) 
         warm.check_runs(warm_from, exp)
 
     def plan_for(hw: Hardware):
-        return make_plan(exp, hw, trials=args.trials, max_epochs=args.max_epochs, time_budget_min=args.time_budget,
-                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, smoke=args.smoke, top_k=args.top_k, seeds=args.seeds,
-                         max_failures=args.max_failures, scheduler=args.scheduler,
-                         retrain_epochs=args.retrain_epochs, rank_on=args.rank_on, full_space=args.full_space,
-                         grace_epochs=args.grace_epochs, budget_name=args.budget,
-                         retrain_minutes=args.retrain_minutes, choose_decoding=args.choose_decoding)
+        return make_plan(exp, hw, smoke=args.smoke, budget_name=args.budget, full_space=args.full_space,
+                         **{name: getattr(args, name) for name in OVERRIDABLE})
 
     if not args.address and not args.resume:
         plan_for(local_hardware())  # bad budget options fail here, before the data loads; a cluster's after joining

@@ -303,3 +303,39 @@ def test_a_local_cpu_run_times_its_throughput_here_and_a_gpu_run_in_a_ray_task(m
         with pytest.raises(RayTask):
             stages.measured_throughput(shapes.EXPERIMENT, config, x, y, p, local=is_local)
     assert [a["num_gpus"] for a in asked] == [0.5, 0]
+
+
+def test_every_budget_knob_is_a_budget_field_with_its_flag_on_the_command_line():
+    """One home per knob: a field of Budget, one line of plan.KNOBS; run.py's parser offers each with the
+    field's name as its dest, which is how the overrides reach make_plan."""
+    from dataclasses import fields
+
+    from search import run
+    from search.experiment import Budget
+    from search.plan import KNOBS, OVERRIDABLE
+
+    budget_fields = {f.name for f in fields(Budget)}
+    assert OVERRIDABLE <= budget_fields, OVERRIDABLE - budget_fields
+    by_flag = {a.option_strings[0]: a.dest for a in run.parser()._actions if a.option_strings}
+    assert all(by_flag.get(k.flag) == k.name for k in KNOBS), [(k.flag, by_flag.get(k.flag)) for k in KNOBS]
+
+
+def test_the_reduction_factor_comes_from_the_budget_the_flag_or_the_hardware():
+    import dataclasses
+
+    from search.experiment import Budget
+
+    assert plan().reduction_factor == 2  # a CPU: keep half at each rung
+    assert make_plan(shapes.EXPERIMENT, Hardware(cpus=16, gpus=1)).reduction_factor == 3
+    assert plan(reduction_factor=4).reduction_factor == 4
+    three = dataclasses.replace(shapes.EXPERIMENT, budget_cpu=Budget(trials=8, max_epochs=6, grace_epochs=2,
+                                                                     reduction_factor=3))
+    assert make_plan(three, LAPTOP).reduction_factor == 3 and make_plan(three, LAPTOP, reduction_factor=2) \
+        .reduction_factor == 2
+    with pytest.raises(UserError, match="--reduction-factor 1: give a whole number of at least 2"):
+        plan(reduction_factor=1)
+
+
+def test_an_unknown_knob_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"unknown budget knob\(s\) \['trails'\]"):
+        plan(trails=3)
