@@ -21,7 +21,7 @@ import pandas as pd
 
 from search import cli, experiments
 from search.config import UserError, format_config
-from search.experiment import matches, warm_start
+from search.experiment import matches
 from search.io import read_csv
 from search.plan import Plan
 from search.record import RunRecord
@@ -39,8 +39,7 @@ def kept_baseline(trials: pd.DataFrame, record: RunRecord) -> bool:
     best = best_trial(trials, record.objective, record.mode)
     if best is None or not record.warm_start_is_baseline:
         return False
-    space = record.searched_space(experiments.get(record.experiment))
-    return matches(best, warm_start(dict(record.base_config), space))
+    return matches(best, record.warm_start_point(experiments.get(record.experiment)))
 
 
 @dataclass

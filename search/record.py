@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import UserError
-from search.experiment import DataOptions, narrowed
+from search.experiment import DataOptions, narrowed, warm_start
 from search.io import read_json, write_json
 from search.plan import SMOKE_SUBSET, Plan
 
@@ -78,8 +78,14 @@ class RunRecord:
 
     def searched_space(self, exp) -> dict:
         """The space the search drew from: the experiment's dimensions of the searched keys, in the plan's
-        ranges (a budget's narrower bounds)."""
+        ranges (a budget's narrower bounds). After prepare this is the one source of the space: the
+        retraining, the report and the analysis read it here, never from the experiment's space alone."""
         return narrowed({k: exp.space[k] for k in self.searched if k in exp.space}, self.plan.ranges)
+
+    def warm_start_point(self, exp) -> dict[str, Any]:
+        """The search's first trial, the baseline as a point of the searched space (a value outside a range,
+        the budget's own included, at its nearest bound): how every later stage finds the baseline's trial."""
+        return warm_start(dict(self.base_config), self.searched_space(exp))
 
     @property
     def rounds(self) -> int:

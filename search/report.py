@@ -25,7 +25,7 @@ from search import analyse, cli, experiments, report_plots, schedulers, study_st
 from search import storage as trial_storage
 from search.analyse import Run
 from search.config import UserError, format_config
-from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches, warm_start
+from search.experiment import LOOP_LIMITS, Choice, Dim, Experiment, matches
 from search.io import read_json
 from search.lock import RunLock
 from search.loop import DECODED
@@ -48,9 +48,9 @@ def _space(run: Run, exp: Experiment) -> dict[str, Dim]:
     return run.record.searched_space(exp)
 
 
-def _baseline_trial(run: Run, space: dict[str, Dim]) -> str | None:
+def _baseline_trial(run: Run, exp: Experiment) -> str | None:
     """The warm-start trial: the search's first, whose values are the baseline (moved into range)."""
-    point = warm_start(dict(run.record.base_config), space)
+    point = run.record.warm_start_point(exp)
     hits = [row["trial_id"] for _, row in run.trials.iterrows() if matches(row, point)]
     return str(hits[0]) if hits else None
 
@@ -135,7 +135,7 @@ def study_section(run: Run, exp: Experiment, space: dict[str, Dim]) -> str:
              + (f"\n- every trial and tuned config trained with {format_config(record.tuned_with)}; the baseline "
                 "without, as the seeds ran it" if record.tuned_with else "") + "\n"]
     best = run.best()
-    warm = warm_start(dict(record.base_config), space)
+    warm = record.warm_start_point(exp)
 
     def baseline(k: str) -> str:  # a baseline value outside the range runs at the nearest bound in the search
         value = record.base_config.get(k)
@@ -277,7 +277,7 @@ def build(run_dir: str | Path, diagnose: bool = True) -> Path:
     space = _space(run, exp)
     fig_dir = run.path / FIGURES
     fig_dir.mkdir(exist_ok=True)
-    baseline_id = _baseline_trial(run, space) if not run.trials.empty else None
+    baseline_id = _baseline_trial(run, exp) if not run.trials.empty else None
     title = f"# {exp.name}: {run.name}\n\n{exp.summary}. Command: `{run.record.command}`\n"
     limits = {**LOOP_LIMITS, **exp.limits}
     parts = [title, verdict_section(run, exp, fig_dir), study_section(run, exp, space),

@@ -26,7 +26,7 @@ from datasets.files import atomic_write
 from search import experiments, tensorboard
 from search.analyse import kept_baseline
 from search.config import UserError, format_config
-from search.experiment import Data, Experiment, matches, warm_start
+from search.experiment import Data, Experiment, matches
 from search.io import read_csv, read_json, write_csv, write_json
 from search.loop import Changes, evaluate, fit, resolve_precision, stretch
 from search.protocol import trained_schedule, trial_config
@@ -53,13 +53,13 @@ class Job:
 
 
 def top_configs(trials: pd.DataFrame, exp: Experiment, searched: list[str], k: int,
-                base: dict[str, Any] | None = None) -> list[tuple[str, dict, Changes]]:
+                baseline: dict[str, Any] | None = None) -> list[tuple[str, dict, Changes]]:
     """The K best trials whose searched values (and schedules, under PBT) differ (ties of identical
-    configs count once), leaving out the warm-start trial: it is the baseline, which is retrained
-    anyway. Each as (trial id, config at epoch 1, the changes after epoch 1 to replay)."""
+    configs count once), leaving out the warm-start trial, the one at `baseline` (RunRecord.warm_start_point):
+    it is the baseline, which is retrained anyway. Each as (trial id, config at epoch 1, the changes after
+    epoch 1 to replay)."""
     ok = trials[(trials["status"] != "failed") & trials[f"best_{exp.objective}"].notna()]
     ok = ok.sort_values(f"best_{exp.objective}", ascending=exp.mode == "min", kind="stable")
-    baseline = warm_start(dict(base), {c: exp.space[c] for c in searched}) if base is not None else None
     picked, seen = [], set()
     for _, row in ok.iterrows():
         config = trial_config(row, exp.defaults)
@@ -84,7 +84,7 @@ def plan_jobs(run_dir: Path, record: RunRecord, exp: Experiment, top_k: int, see
     first_seed = SEED_BASE + 100 * record.seed
     seed_list = [first_seed + i for i in range(seeds)]
     baseline = {**exp.defaults, **record.pinned, "epochs": epochs}  # --set pins hold for the baseline too
-    warm = record.base_config if record.warm_start_is_baseline else None  # else it is a tuned config like any
+    warm = record.warm_start_point(exp) if record.warm_start_is_baseline else None  # else a tuned config like any
     configs = [(BASELINE, None, baseline, None)] + [
         # a schedule found over the search's epochs keeps its shape over the retrain's
         (f"top{i + 1}", tid, {**cfg, "epochs": epochs}, stretch(changes, record.plan.max_epochs, epochs) or None)

@@ -339,3 +339,29 @@ def test_the_reduction_factor_comes_from_the_budget_the_flag_or_the_hardware():
 def test_an_unknown_knob_is_refused_by_name():
     with pytest.raises(TypeError, match=r"unknown budget knob\(s\) \['trails'\]"):
         plan(trails=3)
+
+
+def test_the_retrainings_baseline_point_is_the_baseline_in_the_budgets_ranges(tmp_path):
+    """A budget whose lr range leaves out the baseline's 1e-3 runs the warm start at the range's bound, 2e-3:
+    retraining, the verdict and the report find that trial as the baseline's through the run record (its
+    searched space in the plan's ranges), not through the experiment's wider range, where 1e-3 lies inside."""
+    import dataclasses
+
+    import pandas as pd
+
+    from search import analyse, report, retraining
+    from search.analyse import Run
+    from search.io import read_csv
+
+    narrow = dataclasses.replace(plan("90min"), ranges={"lr": [2e-3, 1e-2]})
+    record = record_with_trials(tmp_path, narrow, pinned={"generated": 0.5})
+    assert record.warm_start_is_baseline and shapes.EXPERIMENT.space["lr"].contains(1e-3)
+    point = record.warm_start_point(shapes.EXPERIMENT)
+    assert point["lr"] == 2e-3 and point["weight_decay"] == 1e-6
+    trials = read_csv(tmp_path / "trials.csv")
+    trials.loc[trials["trial_id"] == "w", "lr"] = 2e-3  # the warm start as the search ran it
+    trials.to_csv(tmp_path / "trials.csv", index=False)
+    jobs = retraining.plan_jobs(tmp_path, record, shapes.EXPERIMENT, top_k=1, seeds=1, epochs=3)
+    assert {j.label: j.trial_id for j in jobs}["top1"] == "o"  # w is the baseline: retrained as such anyway
+    assert analyse.kept_baseline(trials, record)
+    assert report._baseline_trial(Run(tmp_path, record, trials, pd.DataFrame()), shapes.EXPERIMENT) == "w"

@@ -115,7 +115,7 @@ def test_retrained_top_configs_skip_the_warm_start_and_duplicates():
                            {**other, "trial_id": "x2", "status": "completed", "best_val_acc": 0.7},
                            {**base, "lr": 5e-3, "trial_id": "y", "status": "failed", "best_val_acc": 0.95},
                            {**base, "lr": 2e-4, "trial_id": "z", "status": "completed", "best_val_acc": 0.5}])
-    picked = retraining.top_configs(trials, exp, searched, 3, base)
+    picked = retraining.top_configs(trials, exp, searched, 3, warm)
     assert [tid for tid, _, _ in picked] == ["x", "z"]
     assert picked[0][1]["lr"] == 3e-3 and picked[0][2] == []
 
@@ -137,7 +137,7 @@ def test_a_pbt_trial_is_retrained_as_the_schedule_its_weights_had():
         {**base, "trial_id": "w", "status": "completed", "best_val_acc": 0.9, f"last_{CHANGES}": json.dumps(lineage)},
         {**base, "trial_id": "v", "status": "completed", "best_val_acc": 0.8,
          f"last_{CHANGES}": json.dumps([[1, {"lr": base["lr"], "dropout": base["dropout"]}]])}])
-    picked = retraining.top_configs(trials, exp, searched, 3, base)
+    picked = retraining.top_configs(trials, exp, searched, 3, {k: base[k] for k in searched})
     assert [tid for tid, _, _ in picked] == ["w"]  # v never changed: it is the baseline
     _, config, changes = picked[0]
     assert (config["lr"], config["dropout"]) == (2e-3, 0.3) and changes == [(5, {"lr": 4e-4})]
@@ -161,7 +161,8 @@ def test_a_trial_is_retrained_read_as_its_best_epoch_was_scored():
         # a trial of an earlier round of a grown run, which did not choose: no value
         {**base, "lr": 5e-4, "trial_id": "c", "status": "completed", "best_val_acc": 0.7, "tta": 1,
          "best_decoded_tta": float("nan"), "best_decoded_joint_decode": float("nan")}])
-    (_, decoded, _), (_, plain_read, _), (_, own, _) = retraining.top_configs(trials, exp, searched, 3, base)
+    (_, decoded, _), (_, plain_read, _), (_, own, _) = retraining.top_configs(trials, exp, searched, 3,
+                                                                                 {k: base[k] for k in searched})
     assert (decoded["tta"], decoded["joint_decode"]) == (1, 0.75) and type(decoded["tta"]) is int
     assert (plain_read["tta"], plain_read["joint_decode"]) == (0, 0.0) and type(plain_read["tta"]) is int
     assert own["tta"] == 1  # its own config's
