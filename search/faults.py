@@ -1,13 +1,13 @@
 """Fault injection for tests: make chosen trials fail the way real ones do, inside real Ray workers.
 
 Set HPSEARCH_FAULT before the search starts (Ray workers inherit the driver's environment):
-    KIND@EPOCH[xTIMES][:KEY=VALUE][;...]   e.g. "nan@2:optimizer=sgd", "kill@2x1:dropout=0.5;oom@2x1"
+    KIND@EPOCH[xTIMES][:KEY=VALUE[,KEY=VALUE...]][;...]   e.g. "nan@2:optimizer=sgd", "kill@2x1:dropout=0.5;oom@2x1"
 KIND is nan (the loss becomes NaN), error (RuntimeError), oom (torch.OutOfMemoryError, as CUDA
 raises it), kill (the worker process is SIGKILLed), disk (OSError ENOSPC, a full disk) or hang (the
 trial stops reporting: it sleeps for an hour, for search/watchdog.py to find); EPOCH
 is the epoch during which it happens; xTIMES fires it at most that many times per trial (a
-transient fault: the retry succeeds); the optional KEY=VALUE limits it to trials whose config has
-that value. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
+transient fault: the retry succeeds); the optional KEY=VALUE pairs limit it to trials whose config
+has every one of those values. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
 hash of the config), which is how TIMES is counted across the worker processes of retries. Unset:
 no effect at all. Several faults separated by ";": a trial gets the first one that applies to it.
 """
@@ -35,8 +35,7 @@ HANG_S = 3600.0
 class Fault:
     kind: str
     epoch: int
-    key: str | None = None
-    value: str | None = None
+    when: tuple[tuple[str, str], ...] = ()  # (KEY, VALUE) pairs a trial's config must all have; (): every trial
     times: int | None = None  # None: every time the epoch is reached
 
     @classmethod
@@ -44,13 +43,15 @@ class Fault:
         head, _, cond = text.partition(":")
         kind, _, when = head.partition("@")
         epoch, _, times = when.partition("x")
-        if kind not in KINDS or not epoch.isdigit() or (times and not times.isdigit()):
-            raise ValueError(f"{ENV}={text!r}: expected KIND@EPOCH[xTIMES][:KEY=VALUE] with KIND in {KINDS}")
-        key, _, value = cond.partition("=")
-        return cls(kind, int(epoch), key or None, value if key else None, int(times) if times else None)
+        pairs = tuple(tuple(c.split("=", 1)) for c in cond.split(",")) if cond else ()
+        if kind not in KINDS or not epoch.isdigit() or (times and not times.isdigit()) \
+                or any(len(p) != 2 or not p[0] for p in pairs):
+            raise ValueError(f"{ENV}={text!r}: expected KIND@EPOCH[xTIMES][:KEY=VALUE[,KEY=VALUE...]] "
+                             f"with KIND in {KINDS}")
+        return cls(kind, int(epoch), pairs, int(times) if times else None)
 
     def applies(self, config: dict[str, Any]) -> bool:
-        return self.key is None or str(config.get(self.key)) == self.value
+        return all(str(config.get(key)) == value for key, value in self.when)
 
 
 def from_env(config: dict[str, Any]) -> Fault | None:

@@ -22,7 +22,8 @@ DEFAULT_ZIP = REPO.parent / "shared" / "data" / "gsn" / "data_gsn.zip"
 # The suite runs on two pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process). A shared
 # run is built once per worker that needs it, so the tests of one run go to one worker together; where a
 # test uses several, the first of these names its group.
-SHARED_RUNS = ("smoke_run_story", "smoke_run", "finished_run", "settings_run", "digits_run", "pbt_run")
+SHARED_RUNS = ("smoke_run_story", "smoke_run", "finished_run", "settings_run", "digits_run", "pbt_run",
+               "fault_search")  # the last: tests/test_faults.py's own
 
 
 NETWORK = "network"  # tests that read every listening socket or start cluster nodes: never two at once

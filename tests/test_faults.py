@@ -14,76 +14,110 @@ from search import cli, run
 from search.faults import ENV, LOG_ENV, Fault, from_env
 from search.io import read_csv
 
+# One search for the four faults a search survives: the baseline's three schedule variants (its first
+# trials, dropout 0.5) and TPE's own draw (another dropout) each get one; one trial at a time, no early
+# stopping (fifo), so every trial reaches its fault's epoch; one retry each (--max-failures 1).
+FAULTS = ("hang@2x1:schedule=constant,dropout=0.5;"  # the baseline stops reporting in epoch 2, once
+          "oom@2x1:schedule=onecycle,dropout=0.5;"  # out of memory in epoch 2 (resumes from epoch 1's checkpoint)
+          "error@2:schedule=cosine,dropout=0.5;"  # an error every time in epoch 2: fails after its one retry
+          "kill@1x1")  # TPE's draw: its worker SIGKILLed in epoch 1 (no checkpoint yet: it starts again)
 
-def faulty_search(tmp_path, monkeypatch, fault: str, *extra: str):
-    monkeypatch.setenv(ENV, fault)
-    monkeypatch.setenv(LOG_ENV, str(tmp_path / "faults.log"))
-    code = cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "2", "--max-epochs", "2",
-                              "--concurrency", "1", "--set", "optimizer=adam", "--results", str(tmp_path),
-                              # schedule pinned: no schedule variants of the warm start, so the second trial
-                              # is TPE's own draw (another dropout: the faults tell the two apart by it)
-                              "--set", "schedule=constant",
-                              "--name", "f", *extra])
+
+@pytest.fixture(scope="module")
+def fault_search(tmp_path_factory, generated_cache):
+    """(exit code, trials.csv, history.csv, optuna_trials.csv, fault log lines, printed output, seconds)."""
+    import contextlib
+    import io
+    import time
+
+    from search import watchdog
+
+    tmp_path = tmp_path_factory.mktemp("faults")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("VISION_HPSEARCH_CACHE", str(generated_cache))
+        mp.setenv(ENV, FAULTS)
+        mp.setenv(LOG_ENV, str(tmp_path / "faults.log"))
+        mp.setattr(watchdog, "HUNG_FLOOR_S", 4.0)  # a hung trial is killed after 3x its usual epoch, >= 4 s
+        mp.setattr(watchdog, "HUNG_FACTOR", 3.0)
+        started = time.monotonic()
+        code = cli.run(run.main, ["shapes", "--smoke", "--no-retrain", "--trials", "4", "--max-epochs", "2",
+                                  "--concurrency", "1", "--scheduler", "fifo", "--max-failures", "1",
+                                  "--set", "optimizer=adam", "--results", str(tmp_path), "--name", "f"])
+        seconds = time.monotonic() - started
     run_dir = tmp_path / "shapes" / "f"
     log = (tmp_path / "faults.log").read_text().splitlines() if (tmp_path / "faults.log").exists() else []
     return code, read_csv(run_dir / "trials.csv"), read_csv(run_dir / "history.csv"), \
-        pd.read_csv(run_dir / "optuna_trials.csv"), log
+        pd.read_csv(run_dir / "optuna_trials.csv"), log, out.getvalue(), seconds
+
+
+def fired(log: list[str], kind: str) -> list[str]:
+    """The fault log's "KIND EPOCH" of each firing of `kind`."""
+    return [line.rsplit(" ", 1)[0] for line in log if line.startswith(kind + " ")]
+
+
+def trial(trials: pd.DataFrame, schedule: str | None) -> pd.Series:
+    """The trial of the baseline's `schedule` variant; None: TPE's own draw (dropout not 0.5)."""
+    rows = trials[trials["dropout"] != 0.5] if schedule is None else \
+        trials[(trials["dropout"] == 0.5) & (trials["schedule"] == schedule)]
+    assert len(rows) == 1, trials[["trial_id", "dropout", "schedule", "status"]].to_string()
+    return rows.iloc[0]
 
 
 def test_fault_spec_parses(monkeypatch):
-    assert Fault.parse("kill@2x1:optimizer=adam") == Fault("kill", 2, "optimizer", "adam", 1)
+    assert Fault.parse("kill@2x1:optimizer=adam") == Fault("kill", 2, (("optimizer", "adam"),), 1)
     assert Fault.parse("nan@3") == Fault("nan", 3)
-    monkeypatch.setenv(ENV, "kill@2:dropout=0.5;oom@3")
-    assert from_env({"dropout": 0.5}).kind == "kill" and from_env({"dropout": 0.1}).kind == "oom"
-    with pytest.raises(ValueError):
-        Fault.parse("kill@2xx")
+    assert Fault.parse("oom@2:schedule=cosine,dropout=0.5").when == (("schedule", "cosine"), ("dropout", "0.5"))
+    monkeypatch.setenv(ENV, "kill@2:dropout=0.5,schedule=onecycle;oom@3")
+    assert from_env({"dropout": 0.5, "schedule": "onecycle"}).kind == "kill"
+    assert from_env({"dropout": 0.5, "schedule": "cosine"}).kind == "oom"  # every pair must hold
+    for bad in ("kill@2xx", "kill@2:dropout"):
+        with pytest.raises(ValueError):
+            Fault.parse(bad)
 
 
 @pytest.mark.slow
-def test_transient_faults_are_retried_from_the_checkpoint(tmp_path, monkeypatch):
-    """The warm-start trial runs out of memory in epoch 2 (it resumes from its epoch-1 checkpoint);
-    the other trial's worker is SIGKILLed in epoch 1 (no checkpoint yet: it starts again)."""
-    code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, "oom@2x1:dropout=0.5;kill@1x1")
+def test_transient_faults_are_retried_from_the_checkpoint(fault_search):
+    """The onecycle variant runs out of memory in epoch 2 (it resumes from its epoch-1 checkpoint); TPE's
+    trial's worker is SIGKILLed in epoch 1 (no checkpoint yet: it starts again)."""
+    code, trials, history, study, log, _, _ = fault_search
     assert code == 0
     shown = trials[["trial_id", "status", "epochs_run", "reason"]].to_string()
-    assert (trials["status"] != "failed").all(), shown  # recovered (ASHA may stop one after its restart)
-    assert sorted(line.rsplit(" ", 1)[0] for line in log) == ["kill 1", "oom 2"], log  # each fired once
-    reasons = trials["reason"].fillna("")
-    assert reasons.str.contains("recovered from").sum() == 2, shown
-    assert reasons.str.contains("OutOfMemoryError").sum() == 1, shown
+    oom, killed = trial(trials, "onecycle"), trial(trials, None)
+    assert oom["status"] == "completed" and killed["status"] == "completed", shown
+    assert fired(log, "oom") == ["oom 2"] and fired(log, "kill") == ["kill 1"], log  # each fired once
+    assert "recovered from" in oom["reason"] and "OutOfMemoryError" in oom["reason"], shown
+    assert "recovered from" in killed["reason"], shown
     assert not history.duplicated(["trial_id", "epoch"]).any()  # epoch 1 of the OOM trial not run again
-    assert set(study["state"]) <= {"COMPLETE", "PRUNED"}
+    assert (oom["epochs_run"], killed["epochs_run"]) == (2, 2), shown
 
 
 @pytest.mark.slow
-def test_a_hung_trial_is_stopped_marked_and_retried_and_the_search_goes_on(tmp_path, monkeypatch, capsys):
-    """The warm-start trial stops reporting in epoch 2 (an hour's sleep): the watchdog kills it after 3x the
-    usual epoch time (at least 4 s here), Ray retries it from its epoch-1 checkpoint, trials.csv says why."""
-    from search import watchdog
-
-    monkeypatch.setattr(watchdog, "HUNG_FLOOR_S", 4.0)
-    monkeypatch.setattr(watchdog, "HUNG_FACTOR", 3.0)
-    started = __import__("time").monotonic()
-    code, trials, history, _, log = faulty_search(tmp_path, monkeypatch, "hang@2x1:dropout=0.5")
-    assert code == 0 and __import__("time").monotonic() - started < 300  # not the hour of the hang
+def test_a_hung_trial_is_stopped_marked_and_retried_and_the_search_goes_on(fault_search):
+    """The baseline stops reporting in epoch 2 (an hour's sleep): the watchdog kills it after 3x the usual
+    epoch time (at least 4 s here), Ray retries it from its epoch-1 checkpoint, trials.csv says why."""
+    code, trials, history, _, log, out, seconds = fault_search
+    assert code == 0 and seconds < 300  # not the hour of the hang
     shown = trials[["trial_id", "status", "epochs_run", "reason"]].to_string()
-    assert [line.rsplit(" ", 1)[0] for line in log] == ["hang 2"], log
-    assert (trials["status"] != "failed").all() and trials["reason"].fillna("").str.contains("hung").sum() == 1, shown
-    assert not history.duplicated(["trial_id", "epoch"]).any()
-    assert "hung: no report for" in capsys.readouterr().out
+    hung = trial(trials, "constant")
+    assert fired(log, "hang") == ["hang 2"], log
+    assert hung["status"] == "completed" and "hung" in hung["reason"], shown
+    assert trials["reason"].fillna("").str.contains("hung").sum() == 1, shown
+    assert not history[history["trial_id"] == hung["trial_id"]].duplicated(["epoch"]).any()
+    assert "hung: no report for" in out
 
 
 @pytest.mark.slow
-def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(tmp_path, monkeypatch):
-    code, trials, history, study, log = faulty_search(tmp_path, monkeypatch, "error@2:dropout=0.5",
-                                                      "--max-failures", "1")
+def test_a_persistent_fault_fails_after_max_failures_and_the_search_goes_on(fault_search):
+    code, trials, history, study, log, _, _ = fault_search
     assert code == 0
     failed = trials[trials["status"] == "failed"]
-    assert list(failed["dropout"]) == [0.5]  # the baseline (warm start) only
+    assert list(failed["schedule"]) == ["cosine"] and list(failed["dropout"]) == [0.5]  # that variant only
     assert "injected error" in failed["reason"].iloc[0]
-    assert len(log) == 2  # the first attempt and one retry, both at epoch 2
-    assert (trials["status"] != "failed").sum() == 1
+    assert fired(log, "error") == ["error 2", "error 2"]  # the first attempt and one retry, both at epoch 2
+    assert (trials["status"] == "completed").sum() == 3  # the search went on past it
     assert study.loc[study["state"] == "FAIL", "value"].isna().all() and (study["state"] == "FAIL").sum() == 1
+    assert set(study["state"]) == {"COMPLETE", "FAIL"}  # no value of a failed trial reached Optuna
 
 
 def test_an_unreadable_checkpoint_restarts_the_trial_with_a_warning(tmp_path, capsys):
