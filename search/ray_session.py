@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import ray
 
-from search import cli
+from search import cli, compat
 from search.config import UserError
 from search.plan import Hardware, cluster_hardware
 
@@ -53,11 +53,7 @@ UNAUTHENTICATED = ("Ray's token authentication is off (RAY_AUTH_MODE=disabled), 
 
 def token_auth_on() -> bool:
     """Whether the Ray this process runs with (or would start) checks tokens."""
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    except ImportError:  # a Ray without token authentication at all
-        return False
-    return is_token_auth_enabled()
+    return compat.token_auth_enabled()
 
 
 def check_auth(allow_unauthenticated: bool) -> None:
@@ -102,9 +98,4 @@ def ray_session(args: argparse.Namespace, hw: Hardware) -> Iterator[Hardware]:
 
 def ray_logs() -> str | None:
     """Where this run's Ray session keeps its logs (on this machine; a cluster's nodes keep their own)."""
-    try:
-        import ray._private.worker as worker
-
-        return worker._global_node.get_logs_dir_path() if worker._global_node else None
-    except (ImportError, AttributeError):
-        return None
+    return compat.session_logs_dir()

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
-from search import pbt_report, screening, study_stats
+from search import compat, pbt_report, screening, study_stats
 from search.analyse import Run
 from search.config import UserError
 from search.experiment import Dim, Float
@@ -130,12 +130,11 @@ class Asha(Scheduler):
             return
         sign = 1.0 if mode == "max" else -1.0
         rows = history.sort_values("epoch", kind="stable")
-        for bracket in built._brackets:
-            for milestone, recorded in bracket._rungs:
-                for trial_id, reached in rows[rows["epoch"] >= milestone].groupby("trial_id", sort=False):
-                    value = reached[metric].iloc[0]
-                    if isinstance(value, (int, float)) and math.isfinite(value):
-                        recorded[trial_id] = sign * float(value)
+        for milestone, recorded in compat.asha_rungs(built):
+            for trial_id, reached in rows[rows["epoch"] >= milestone].groupby("trial_id", sort=False):
+                value = reached[metric].iloc[0]
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    recorded[trial_id] = sign * float(value)
 
     def decision_epochs(self, plan) -> list[int]:
         """ASHA's milestones (epochs) below the full budget: grace, grace*rf, grace*rf^2, ... (`plan`: a
@@ -208,7 +207,7 @@ class Screen(Asha):
         return screening.ParkingLimiter(searcher, concurrency, built), None
 
     def relink(self, tuner, built: TrialScheduler) -> None:
-        limiter = screening.parking_limiter(tuner._local_tuner._tune_config.search_alg)
+        limiter = screening.parking_limiter(compat.tune_config(tuner).search_alg)
         if limiter is not None:
             limiter.scheduler = built
 

@@ -29,6 +29,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from search import compat
+
 
 class ScreeningASHA(ASHAScheduler):
     def __init__(self, screen: int, **kwargs):
@@ -49,7 +51,7 @@ class ScreeningASHA(ASHAScheduler):
 
     def first_rung(self) -> tuple[float, dict[str, float]]:
         """(epoch, {trial id: value signed so that larger is better}); Ray lists rungs last first."""
-        return self._brackets[0]._rungs[-1]
+        return compat.asha_first_rung(self)
 
     def resume_from(self, history) -> None:
         """A resumed or grown search (history.csv's rows, carried over into the rungs first) does not
@@ -77,7 +79,7 @@ class ScreeningASHA(ASHAScheduler):
         epoch, recorded = self.first_rung()
         if trial.trial_id in self.unjudged and result[self._time_attr] > epoch and self.screened:
             self.unjudged.discard(trial.trial_id)
-            if recorded[trial.trial_id] < self._brackets[0].cutoff(recorded):
+            if recorded[trial.trial_id] < compat.asha_cutoff(self, recorded):
                 self._num_stopped += 1
                 return TrialScheduler.STOP
         if self.screened or result[self._time_attr] >= self._max_t:  # (a rung at the last epoch: nothing to wait for)
@@ -95,7 +97,7 @@ class ScreeningASHA(ASHAScheduler):
         """The screening's verdict: the best 1/rf go on (at least one), the others stop."""
         self.screened = True
         _, recorded = self.first_rung()
-        cutoff = self._brackets[0].cutoff(recorded)
+        cutoff = compat.asha_cutoff(self, recorded)
         # no longer waiting, a promoted trial counts against the limit again at once, so no new trial
         # gets ahead of it
         waiting, self.waiting = self.waiting, {}

@@ -24,6 +24,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from search import compat
 from search import journal as study_journal
 from search.experiment import Choice, Dim, Float, Int
 from search.protocol import EPOCH_CLOCK, FINISHED
@@ -89,20 +90,20 @@ def settle_running(path: Path, ended: bool, last: Mapping[str, tuple[int, float]
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     for t in running:
         if not ended:
-            storage.set_trial_user_attr(t._trial_id, INTERRUPTED, f"running when the search was interrupted at "
+            storage.set_trial_user_attr(compat.trial_id(t), INTERRUPTED, f"running when the search was interrupted at "
                                                                   f"{when}; --resume settles it")
             continue
         epoch, value = (last or {}).get(t.user_attrs.get(RAY_TRIAL_ID), (None, None))
         if isinstance(epoch, int) and epoch not in t.intermediate_values and math.isfinite(value):
-            storage.set_trial_intermediate_value(t._trial_id, epoch, value)
+            storage.set_trial_intermediate_value(compat.trial_id(t), epoch, value)
         epochs = [*t.intermediate_values, *([epoch] if isinstance(epoch, int) else [])]
         if epochs:
-            storage.set_trial_user_attr(t._trial_id, STOPPED, f"running when the search ended at {when}; "
+            storage.set_trial_user_attr(compat.trial_id(t), STOPPED, f"running when the search ended at {when}; "
                                                               f"stopped after epoch {max(epochs)}")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.PRUNED)
+            storage.set_trial_state_values(compat.trial_id(t), optuna.trial.TrialState.PRUNED)
         else:
-            storage.set_trial_user_attr(t._trial_id, LOST, "asked for, but the search ended before it ran")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_user_attr(compat.trial_id(t), LOST, "asked for, but the search ended before it ran")
+            storage.set_trial_state_values(compat.trial_id(t), optuna.trial.TrialState.FAIL)
     return len(running)
 
 
@@ -126,7 +127,7 @@ class HonestOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         value = None if result is None else result.get(self.metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        stored = compat.study_storage(self._ot_study).get_trial(ot_trial._trial_id)
         if error or (result is not None and result.get(FINISHED) and not finite):
             state, value = optuna.trial.TrialState.FAIL, None
         elif result is None or not result.get(FINISHED):
@@ -163,17 +164,17 @@ class HonestOptunaSearch(OptunaSearch):
         runs forever."""
         moved_to = self.journal_path
         super().restore(checkpoint_path)  # the pickled __dict__: the study, its storage, the old journal_path
-        if moved_to is not None and isinstance(self._ot_study._storage, JournalStorage):
+        if moved_to is not None and isinstance(compat.study_storage(self._ot_study), JournalStorage):
             # One storage object behind the study, its trials and self._storage; unpickled, it has read nothing
             # yet (JournalStorage.__setstate__), so its next read replays the new file from the start.
-            self._ot_study._storage._backend = JournalFileBackend(str(moved_to))
+            compat.repoint_journal(self._ot_study, moved_to)
             self.journal_path = moved_to
-        storage, known = self._ot_study._storage, {t._trial_id for t in self._ot_trials.values()}
+        storage, known = compat.study_storage(self._ot_study), {compat.trial_id(t) for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
-                storage.set_trial_user_attr(frozen._trial_id, LOST,
+            if compat.trial_id(frozen) not in known:
+                storage.set_trial_user_attr(compat.trial_id(frozen), LOST,
                                             "asked just before the search was killed; never run")
-                storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
+                storage.set_trial_state_values(compat.trial_id(frozen), optuna.trial.TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)

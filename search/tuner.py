@@ -19,8 +19,8 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from search import compat, ray_state, schedulers, tables, tail_resources
 from search import journal as study_journal
-from search import ray_state, schedulers, tables, tail_resources
 from search import storage as trial_storage
 from search.experiment import Data, Dim, Experiment, warm_start
 from search.io import write_csv
@@ -161,8 +161,8 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         tuner = tune.Tuner.restore(tune_uri, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
         # The restored run config holds the callback pickled at the start: give it a fresh clock.
-        tuner._local_tuner._run_config.callbacks = callbacks
-        optuna_search = base_searcher(tuner._local_tuner._tune_config.search_alg)
+        compat.set_callbacks(tuner, callbacks)
+        optuna_search = base_searcher(compat.tune_config(tuner).search_alg)
         if isinstance(optuna_search, HonestOptunaSearch):  # this folder's study, wherever the run was started
             optuna_search.journal_path = run_dir / STUDY_FILE
         trials, history = tables.collect(tune_dir, base, exp.objective, exp.mode, stop_reason)
@@ -172,7 +172,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         if not scheduler.proposes_configs:  # PBT's state is its trials' (restored with them)
             # Ray restores the searcher's state but the scheduler as it was pickled at the start, so the
             # trials left would be judged against empty rungs. Rebuilt from what they all reported.
-            tuner._local_tuner._tune_config.scheduler = rebuilt = scheduler.build(plan, metric, mode, space)
+            compat.tune_config(tuner).scheduler = rebuilt = scheduler.build(plan, metric, mode, space)
             scheduler.carry_over(rebuilt, pd.concat([earlier[1], history], ignore_index=True), metric, mode)
             scheduler.relink(tuner, rebuilt)
     else:
@@ -185,7 +185,7 @@ def run_search(exp: Experiment, data: Data, base: dict[str, Any], space: dict[st
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)
         tail_resources.clear(run_dir)
-    save_study(tuner._local_tuner._tune_config.search_alg, run_dir)
+    save_study(compat.tune_config(tuner).search_alg, run_dir)
     return results
 
 
