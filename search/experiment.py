@@ -191,7 +191,7 @@ class Budget:
     # Narrower (low, high) bounds of numeric searched keys at this budget, where its measurements show that the
     # rest of the range never wins: a trial drawn there is a trial lost. Each holds the baseline's value.
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    scheduler: str = "asha"  # the trial scheduler at this budget (search/schedulers.py), unless --scheduler
+    scheduler: str = "asha"  # the trial scheduler at this budget (search/schedulers/), unless --scheduler
     why: str = ""  # why this budget's scheduler and space: printed with the plan
     # Search trials train on the whole search-train split, as retraining does (False: a CPU search trains
     # on plan.CPU_SEARCH_SUBSET images, to halve its epochs' time).

@@ -62,7 +62,7 @@ class Plan:
     gpus_per_trial: float
     subset: int | None  # training images per trial (None: the whole search-train split)
     time_budget_min: float | None
-    scheduler: str = "asha"  # a name in search/schedulers.py (runs written before it existed used this one)
+    scheduler: str = "asha"  # a name in search/schedulers/ (runs written before it existed used this one)
     val_subset: int | None = None  # validation images per trial (smoke only; None: the whole split)
     rank_metric: str | None = None  # what the scheduler and TPE rank trials on (None: the objective)
     rank_mode: str | None = None
@@ -155,7 +155,7 @@ class Knob:
 
 # Every budget knob a run can be given, in --help's order. A new knob: a Budget field (its default) and a
 # line here; make_plan applies it to the budget, and run.py's parser offers it. (--scheduler, whose choices
-# are search/schedulers.py's, is written out in run.py but goes into the overrides the same way.)
+# are search/schedulers/'s, is written out in run.py but goes into the overrides the same way.)
 KNOBS = (
     Knob("trials", "--trials", cli.whole(1), "number of trials (default: sized to the hardware)"),
     Knob("max_epochs", "--max-epochs", cli.whole(1), "epochs of a trial that is never stopped early"),
@@ -273,7 +273,7 @@ def make_plan(exp: Experiment, hw: Hardware, *, smoke: bool = False, budget_name
 def estimate_minutes(plan: Plan, train_size: int, val_size: int, full_train_size: int,
                      images_per_second: float, search_epochs: float) -> float | None:
     """Wall time of search and retraining, given the epochs the scheduler expects the search to
-    train in all (search/schedulers.py)."""
+    train in all (search/schedulers/)."""
     if not math.isfinite(images_per_second) or images_per_second <= 0:
         return None
     epochs = search_epochs

@@ -17,7 +17,7 @@ from search.loop import DECODED
 
 # Reported by the trial with every epoch's metrics.
 FINISHED = "finished"  # True on the report that ends the trial by itself (all epochs, or its own patience)
-# The clock of the schedulers that stop trials early (search/schedulers.py) and of the intermediate values told to
+# The clock of the schedulers that stop trials early (search/schedulers/) and of the intermediate values told to
 # Optuna: the epoch a report names, which is its restored state's, not Ray's count of the trial's reports
 # (training_iteration). Equal while a trial runs on, as it reports once an epoch; Ray's count runs ahead
 # once a trial restarts from an older checkpoint or from epoch 1 (search/ray_state.py, trial.read_state),

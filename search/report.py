@@ -5,7 +5,7 @@
 Sections follow the tuning playbook: the study (space, budget, hardware, reproduce command), the
 verdict of retraining on fresh seeds against the hand-tuned baseline, the best configurations,
 objective against each hyperparameter with bound checks, training curves, best-so-far against wall
-time, importance, the trial scheduler's own section (search/schedulers.py: e.g. how well early
+time, importance, the trial scheduler's own section (search/scheduler_reports.py: e.g. how well early
 rankings held), and the experiment's own diagnostics.
 Figures go to report/ beside it. The same results give the same bytes.
 """
@@ -21,7 +21,7 @@ import torch
 
 from datasets.errors import DataError
 from datasets.files import atomic_write
-from search import analyse, cli, experiments, report_plots, schedulers, study_stats
+from search import analyse, cli, experiments, report_plots, scheduler_reports, schedulers, study_stats
 from search import storage as trial_storage
 from search.analyse import Run
 from search.config import UserError, format_config
@@ -37,7 +37,7 @@ from search.stats import BASELINE, verdict_sentence
 
 SECTIONS = ("Verdict", "The study", "Best configurations", "Objective against each hyperparameter",
             "Training curves", "Best so far against wall time", "Hyperparameter importance", "Files")
-# ... and between importance and the files, the scheduler's own section (Scheduler.report_section).
+# ... and between importance and the files, the scheduler's own section (search/scheduler_reports.py).
 
 
 def _fmt(v: Any) -> str:
@@ -284,7 +284,7 @@ def build(run_dir: str | Path, diagnose: bool = True) -> Path:
              best_configs_section(run, exp, space, baseline_id),
              objective_section(run, space, limits, baseline_id, fig_dir),
              curves_section(run, exp, fig_dir), wall_time_section(run, fig_dir), importance_section(run, space),
-             schedulers.of_plan(run.plan).report_section(run),
+             scheduler_reports.section(run),
              exp.study_extras(run, fig_dir) if exp.study_extras else "",
              diagnostics_section(run, exp, fig_dir) if diagnose else "", files_section(run)]
     text = "\n".join(p for p in parts if p)

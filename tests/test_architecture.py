@@ -99,8 +99,9 @@ def test_models_and_datasets_never_import_ray_or_optuna():
 def test_only_the_scheduler_registry_names_asha():
     """Adding a scheduler touches the registry (and the Ray scheduler it builds, where Ray has none to
     reuse): nothing else in search/ says ASHA."""
-    # (and search/compat.py, where the reach-ins into Ray's ASHA are named)
-    allowed = {REPO / "search" / "schedulers.py", REPO / "search" / "screening.py", REPO / "search" / "compat.py"}
+    # (and search/compat.py, where the reach-ins into Ray's ASHA are named; the report's sections say what it did)
+    allowed = {*(REPO / "search" / "schedulers").glob("*.py"), REPO / "search" / "compat.py",
+               REPO / "search" / "scheduler_reports.py"}
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "search").rglob("*.py")
                  if p not in allowed and "ASHA" in p.read_text()]
     assert offenders == []

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from search import cli, run, schedulers
+from search import cli, run, scheduler_reports, schedulers
 from search.analyse import Run
 from search.config import UserError
 from search.experiments import shapes
@@ -94,8 +94,10 @@ def test_report_sections_name_their_scheduler_and_show_the_correlations():
                            "best_val_acc": [1.8, 1.2, 0.6]})
     record = {"experiment": "shapes", "name": "r", "objective": "val_acc", "mode": "max",
               "plan": plan(grace_epochs=2).as_dict()}
-    asha = schedulers.get("asha").report_section(Run(Path("."), record, trials, history))
-    fifo = schedulers.get("fifo").report_section(Run(Path("."), record, trials, history))
+    asha = scheduler_reports.section(Run(Path("."), {**record, "plan": {**record["plan"], "scheduler": "asha"}},
+                                         trials, history))
+    fifo = scheduler_reports.section(Run(Path("."), {**record, "plan": {**record["plan"], "scheduler": "fifo"}},
+                                         trials, history))
     assert asha.startswith("## Early stopping: did ASHA's rungs rank trials right?")
     assert fifo.startswith("## Early stopping: would early rankings have held?")
     for text in (asha, fifo):  # rungs at epochs 2 and 4: three trials keep their order
@@ -231,3 +233,35 @@ def test_the_schedulers_that_stop_trials_count_the_trials_own_epochs(name):
     restarted = {"epoch": 1, "training_iteration": 6, "acc": 0.1}  # Ray's count says max_t: not the end
     assert built.on_trial_result(None, trial, restarted) == TrialScheduler.CONTINUE
     assert built.on_trial_result(None, trial, {"epoch": 6, "training_iteration": 11, "acc": 0.5}) == TrialScheduler.STOP
+
+
+@pytest.mark.parametrize("name", schedulers.names())
+def test_every_registered_scheduler_has_a_report_section_and_none_loads_the_report(name):
+    """The registry's schedulers build Ray's; what they did is said by the report side: each has its section,
+    and the package imports nothing of the report (the tuner and the progress line load it)."""
+    import ast
+
+    from conftest import REPO
+
+    assert name in scheduler_reports.SECTIONS, f"{name}: add its section to search/scheduler_reports.py"
+    report_side = {"search.analyse", "search.study_stats", "search.pbt_report", "search.markdown", "search.report",
+                   "search.report_plots", "search.plots", "search.scheduler_reports", "matplotlib"}
+    for path in (REPO / "search" / "schedulers").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {f"{n.module}.{a.name}" if n.module == "search" else n.module for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+        assert not {m for m in names if m.split(".")[0] == "matplotlib" or m in report_side}, path.name
+
+
+def test_classes_pickled_by_a_run_from_before_the_package_still_load():
+    """Tuner.restore unpickles the searcher and scheduler a run saved; one interrupted before
+    search/schedulers/ existed named them search.screening.* and search.schedulers._PopulationBasedTraining."""
+    import pickle
+
+    from search.schedulers.pbt import _PopulationBasedTraining
+    from search.schedulers.screening import ParkingLimiter, ScreeningASHA
+
+    assert pickle.loads(b"csearch.screening\nParkingLimiter\n.") is ParkingLimiter
+    assert pickle.loads(b"csearch.screening\nScreeningASHA\n.") is ScreeningASHA
+    assert pickle.loads(b"csearch.schedulers\n_PopulationBasedTraining\n.") is _PopulationBasedTraining

@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 from search import schedulers
 from search.experiments import shapes
 from search.plan import Hardware, make_plan
-from search.screening import ParkingLimiter, ScreeningASHA
+from search.schedulers.screening import ParkingLimiter, ScreeningASHA
 
 CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 
