@@ -7,8 +7,9 @@ raises it), kill (the worker process is SIGKILLed), disk (OSError ENOSPC, a full
 trial stops reporting: it sleeps for an hour, for search/watchdog.py to find); EPOCH
 is the epoch during which it happens; xTIMES fires it at most that many times per trial (a
 transient fault: the retry succeeds); the optional KEY=VALUE pairs limit it to trials whose config
-has every one of those values. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH TRIAL" (TRIAL: a
-hash of the config), which is how TIMES is counted across the worker processes of retries. Unset:
+has every one of those values. HPSEARCH_FAULT_LOG names a file where each firing appends "KIND EPOCH
+TRIAL" (TRIAL: a hash of the config), which is how TIMES is counted across the worker processes of
+retries. Unset:
 no effect at all. Several faults separated by ";": a trial gets the first one that applies to it.
 """
 

@@ -96,9 +96,8 @@ class RunLock:
         who = f"process {pid}" + (f" on {host}" if host not in (None, socket.gethostname()) else "")
         # Its holder has not written its name yet: the file is empty, cut, or still names the dead owner whose
         # stale lock it took over (measured: 1 of 6 racers read it between the takeover and the new name).
-        local = host in (None, socket.gethostname())
-        who = who if pid is not None and not (local and isinstance(pid, int) and not process_alive(pid)) \
-            else "another process"
+        stale = host in (None, socket.gethostname()) and isinstance(pid, int) and not process_alive(pid)
+        who = "another process" if pid is None or stale else who
         return (f"{self.run_dir} is in use by {who}" + (f" (since {since})" if since else "")
                 + "; wait for it to end, or pick another --name")
 

@@ -164,7 +164,7 @@ KNOBS = (
     Knob("grace_epochs", "--grace-epochs", cli.whole(1), "the scheduler's first decision: the first rung of early "
          "stopping, the interval of PBT's perturbations (default: the budget's)"),
     Knob("reduction_factor", "--reduction-factor", cli.whole(2), "early stopping keeps 1/N of the trials at each "
-         "rung (default 2 on a CPU, 3 on a GPU)", "N"),
+         "rung (default 2 on a CPU, 3 on a GPU)"),
     Knob("concurrency", "--concurrency", cli.whole(1), "trials at once (default: as many as resources allow)"),
     Knob("cpus_per_trial", "--cpus-per-trial", cli.number(), "CPUs (torch threads) per trial (default 1 on CPU)"),
     Knob("gpus_per_trial", "--gpus-per-trial", cli.number(zero=True),

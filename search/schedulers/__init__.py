@@ -21,12 +21,14 @@ from search.schedulers import screening
 from search.schedulers.asha import Asha, Screen
 from search.schedulers.base import Scheduler
 from search.schedulers.fifo import Fifo
-from search.schedulers.pbt import Pbt, _PopulationBasedTraining
+from search.schedulers.pbt import (
+    Pbt,
+    _PopulationBasedTraining,  # noqa: F401  (below)
+)
 
 # Where runs interrupted before this package existed pickled Ray's state (Tuner.restore unpickles it):
 # search.screening's limiter and scheduler, search.schedulers._PopulationBasedTraining.
 sys.modules.setdefault("search.screening", screening)
-_ = _PopulationBasedTraining
 
 __all__ = ["DEFAULT", "REGISTRY", "Asha", "Fifo", "Pbt", "Scheduler", "Screen", "get", "names", "of_plan"]
 
